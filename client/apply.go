@@ -189,7 +189,7 @@ func (tx *Tx) applyTable(ti *tableInfo, tc *melonsync.TableChanges, opts *ApplyO
 	}
 	changeIDs = append(changeIDs, tc.Deleted...)
 
-	local := map[string]Record{}       // local records not marked as deleted
+	local := map[string]Record{}        // local records not marked as deleted
 	locallyDeleted := map[string]bool{} // ids marked as deleted locally
 	var localOrder []string
 	var deletedOrder []string

@@ -52,7 +52,7 @@ func TestApplyCreateUpdateDelete(t *testing.T) {
 	ldbApply(t, db, ldbChangeSet(map[string]*melonsync.TableChanges{
 		"mock_projects": {Created: []ldbRR{{"id": "new_project", "name": "remote"}}}, // create / doesn't exist
 		"mock_tasks":    {Updated: []ldbRR{{"id": "tSynced", "name": "remote"}}},     // update / synced
-		"mock_comments": {Deleted: []string{"cSynced"}},                           // delete / synced
+		"mock_comments": {Deleted: []string{"cSynced"}},                              // delete / synced
 	}), ApplyOptions{})
 	ldbExpectMatches(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
 	ldbExpectMatches(t, db, "mock_tasks", "tSynced", map[string]any{"name": "remote"})
@@ -100,7 +100,7 @@ func TestApplyHandlesSyncFailureCases(t *testing.T) {
 	var warnings []string
 	ldbApply(t, db, ldbChangeSet(map[string]*melonsync.TableChanges{
 		"mock_tasks": {Created: []ldbRR{
-			{"id": "tSynced", "name": "remote"},                          // create / synced: update (stay synced)
+			{"id": "tSynced", "name": "remote"},                           // create / synced: update (stay synced)
 			{"id": "tUpdated", "name": "remote", "description": "remote"}, // create / updated: resolve (stay updated)
 			{"id": "tDeleted", "name": "remote"},                          // create / deleted: destroy and recreate
 		}},
