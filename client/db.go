@@ -78,7 +78,6 @@ func dsn(path string, o *options, writer bool) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(o.busyTimeout.Milliseconds(), 10)+")")
 	if writer {
-		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous("+o.synchronous+")")
 		q.Set("_txlock", "immediate")
 	} else {
@@ -120,6 +119,12 @@ func Open(path string, s *schema.Schema, opts ...Option) (*DB, error) {
 	if err := setUp(context.Background(), w, s); err != nil {
 		w.Close()
 		return nil, err
+	}
+	// Only now, so that a file we refuse is left as it was. WAL is persistent: every
+	// later connection to the file uses it.
+	if _, err := w.Exec("pragma journal_mode = WAL"); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("client: open %s: %w", path, err)
 	}
 	r, err := sql.Open("sqlite", dsn(path, &o, false))
 	if err != nil {

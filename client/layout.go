@@ -131,6 +131,9 @@ func setUp(ctx context.Context, w *sql.DB, s *schema.Schema) error {
 	case version > s.Version:
 		return fmt.Errorf("%w: the file is at schema version %d, newer than the schema (version %d)", ErrIncompatible, version, s.Version)
 	default:
+		if s.Migrations == nil || len(s.Migrations.Sorted) == 0 {
+			return fmt.Errorf("%w: the file is at schema version %d and the schema at %d, and the schema has no migrations", ErrIncompatible, version, s.Version)
+		}
 		steps, err := s.Migrations.Steps(version, s.Version)
 		if err != nil {
 			return fmt.Errorf("%w: the file is at schema version %d and the schema at %d, but %v", ErrIncompatible, version, s.Version, err)
