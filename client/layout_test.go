@@ -238,7 +238,10 @@ func TestAddColumnsFillsDefaultsAndRunsSQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ldbWrite(t, old, func(tx *Tx) error { _, err := tx.Create("notes", map[string]any{"id": "n", "title": "hello"}); return err })
+	ldbWrite(t, old, func(tx *Tx) error {
+		_, err := tx.Create("notes", map[string]any{"id": "n", "title": "hello"})
+		return err
+	})
 	old.Close()
 	db, err := Open(path, full)
 	if err != nil {
