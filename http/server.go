@@ -164,12 +164,8 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, r, StatusFor(e.Code), body)
 }
 
-// Unavailable marks errors that mean the store cannot be reached (a store may wrap
-// its connection errors with it); they answer 503 instead of 500.
-var Unavailable = errors.New("store unavailable")
-
 func isUnavailable(err error) bool {
-	if errors.Is(err, Unavailable) {
+	if errors.Is(err, melonsync.ErrUnavailable) {
 		return true
 	}
 	var ne net.Error
