@@ -184,7 +184,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 		f := owner
 		f.Through = since
 		f.NonDefault = migCols
-		first := !enc.lastWas('[')
+		first := enc.lastWas('[')
 		err := tx.Scan(t, cols, f, func(r *Row) error {
 			if first {
 				first = false
