@@ -359,8 +359,6 @@ func TestInternalErrorsDoNotLeak(t *testing.T) {
 	}
 }
 
-
-
 func base64URL(b []byte) string {
 	const enc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 	var out strings.Builder
