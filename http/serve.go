@@ -20,14 +20,18 @@ func Listen(addr string, h http.Handler) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{ln: ln, srv: &http.Server{
+	s := &Server{ln: ln, srv: &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute,
 		WriteTimeout:      10 * time.Minute, // huge first syncs stream for a while
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-	}}, nil
+	}}
+	if c, ok := h.(interface{ Close() }); ok {
+		s.srv.RegisterOnShutdown(c.Close) // end event streams, or Shutdown waits for them
+	}
+	return s, nil
 }
 
 // Addr returns the bound address.

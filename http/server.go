@@ -40,10 +40,13 @@ type Handler struct {
 	opts Options
 	mux  *http.ServeMux
 	log  *slog.Logger
+
+	closing closer
 }
 
 // NewHandler returns the HTTP handler of svc: POST /api/sync/pull, POST
-// /api/sync/push, GET and POST /sync, and GET /healthz.
+// /api/sync/push, GET and POST /sync, GET /api/sync/events (live updates) and
+// GET /healthz.
 func NewHandler(svc *server.Service, opts Options) *Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -51,10 +54,11 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Handler{svc: svc, opts: opts, mux: http.NewServeMux(), log: opts.Logger}
+	h := &Handler{svc: svc, opts: opts, mux: http.NewServeMux(), log: opts.Logger, closing: closer{ch: make(chan struct{})}}
 	h.mux.HandleFunc("/api/sync/pull", h.only("POST", h.pullPost))
 	h.mux.HandleFunc("/api/sync/push", h.only("POST", h.pushPost))
 	h.mux.HandleFunc("/sync", h.syncDocs)
+	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
 	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no route for %s %s", r.Method, r.URL.Path))

@@ -20,6 +20,7 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 		return nil, melonsync.Errorf(melonsync.EUnauthorized, "no user")
 	}
 	resp := &melonsync.PushResponse{OK: true}
+	wrote := false
 	err := s.store.Write(ctx, func(tx WriteTx) error {
 		conflicts := map[string][]string{}
 		rejected := map[string][]string{}
@@ -122,6 +123,7 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 			return err
 		}
 		resp.Timestamp = v
+		wrote = true
 		for _, pl := range plan {
 			if err := tx.Apply(pl.tp.Table, pl.ops); err != nil {
 				return err
@@ -134,6 +136,9 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 			return nil, err
 		}
 		return nil, fmt.Errorf("push: %w", err)
+	}
+	if resp.Timestamp > 0 && wrote {
+		s.feed.Publish(c.User, resp.Timestamp)
 	}
 	return resp, nil
 }

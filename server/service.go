@@ -14,6 +14,7 @@ import (
 type Service struct {
 	store  Store
 	schema *schema.Schema
+	feed   Feed
 }
 
 // New returns a Service over store for schema s. The store must have been prepared

@@ -68,9 +68,21 @@ func TestServeEndToEnd(t *testing.T) {
 	if st != 200 || len(created) != 1 || created[0].(map[string]any)["name"] != "Buy milk" {
 		t.Fatalf("pull after push: %d %v", st, pull)
 	}
+	// A live-update stream is open while the server stops: shutdown ends it.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/api/sync/events", nil)
+	req.Header.Set("Authorization", auth)
+	events, err := http.DefaultClient.Do(req)
+	if err != nil || events.StatusCode != 200 {
+		t.Fatalf("events: %v", err)
+	}
+	defer events.Body.Close()
+	stopped := time.Now()
 	cancel()
 	select {
 	case err := <-done:
+		if d := time.Since(stopped); d > 5*time.Second {
+			t.Errorf("shutdown took %s with an event stream open", d)
+		}
 		if err != nil {
 			t.Fatalf("serve returned %v", err)
 		}

@@ -117,6 +117,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if m.Retention > 0 {
 		go m.purgeLoop(ctx, log)
 	}
+	go watchLoop(ctx, svc, log)
 	select {
 	case err := <-errc:
 		return err
@@ -147,6 +148,26 @@ func (m *ServeMain) purgeLoop(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// watchLoop forwards changes committed by other processes (stores shared by several
+// servers) to this server's live-update streams, re-watching after failures.
+func watchLoop(ctx context.Context, svc *server.Service, log *slog.Logger) {
+	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, time.Minute) {
+		start := time.Now()
+		err := svc.WatchStore(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			wait = time.Second
+		}
+		log.Warn("watching the store for changes failed; retrying", "err", err.Error(), "in", wait.String())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
 		}
 	}
 }
