@@ -32,6 +32,8 @@ type Options struct {
 	MaxBodyBytes int64
 	// Logger receives one line per request and internal errors (default: discard).
 	Logger *slog.Logger
+	// Metrics, when set, counts requests and records.
+	Metrics *Metrics
 }
 
 // Handler serves the sync protocol for one Service.
@@ -77,7 +79,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.fail(sw, r, fmt.Errorf("panic: %v", p))
 			}
 		}
-		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", time.Since(start).Milliseconds())
+		d := time.Since(start)
+		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
+		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
 	}()
 	h.mux.ServeHTTP(sw, r)
 }
@@ -299,8 +303,25 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, p *server.PushParams) {
 	resp, err := h.svc.Push(r.Context(), c, p)
 	if err != nil {
+		if me := new(melonsync.Error); errors.As(err, &me) && me.Code == melonsync.EConflict {
+			n := 0
+			for _, ids := range me.Details["conflicts"].(map[string][]string) {
+				n += len(ids)
+			}
+			h.opts.Metrics.count("conflict", n)
+		}
 		h.fail(w, r, err)
 		return
+	}
+	if m := h.opts.Metrics; m != nil {
+		for _, tp := range p.Tables {
+			m.count("created", len(tp.Created))
+			m.count("updated", len(tp.Updated))
+			m.count("deleted", len(tp.Deleted))
+		}
+		for _, ids := range resp.RejectedIDs {
+			m.count("rejected", len(ids))
+		}
 	}
 	writeJSON(w, r, 200, resp)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -26,6 +27,7 @@ type ServeMain struct {
 	MaxBody        int64
 	Retention      time.Duration
 	LogFormat      string
+	MetricsAddr    string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -50,6 +52,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,7 +104,20 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	svc := server.New(store, sch)
-	h := mhttp.NewHandler(svc, mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log})
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	if m.MetricsAddr != "" {
+		opts.Metrics = mhttp.NewMetrics(nil)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", opts.Metrics.Handler())
+		msrv, err := mhttp.Listen(m.MetricsAddr, mux)
+		if err != nil {
+			return fmt.Errorf("serve: metrics: %w", err)
+		}
+		go msrv.Serve()
+		defer msrv.Shutdown(context.Background())
+		log.Info("metrics", "url", "http://"+msrv.Addr().String()+"/metrics")
+	}
+	h := mhttp.NewHandler(svc, opts)
 	srv, err := mhttp.Listen(m.Addr, h)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
