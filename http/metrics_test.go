@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/server/storetest"
@@ -27,9 +28,17 @@ func TestMetrics(t *testing.T) {
 	e.do("POST", "/api/sync/push", e.as("bob"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"updated":[{"id":"a"}]}}}`))
 	e.do("POST", "/api/sync/push", e.as("alice"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"updated":[{"id":"a"}]}}}`))
 	e.do("POST", "/api/sync/pull", nil, nil)
-	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body, _ := io.ReadAll(rec.Body)
+	// Request metrics are recorded after the answer is sent: give them a moment.
+	var body []byte
+	for i := 0; i < 100; i++ {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		body, _ = io.ReadAll(rec.Body)
+		if strings.Contains(string(body), `route="/api/sync/pull",status="401"} 1`) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, want := range []string{
 		`melonsync_records_total{kind="created"} 2`,
 		`melonsync_records_total{kind="deleted"} 1`,
