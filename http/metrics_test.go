@@ -26,7 +26,9 @@ func TestMetrics(t *testing.T) {
 	e := &env{t: t, srv: srv, auth: auth, store: store}
 	e.do("POST", "/api/sync/push", e.as("alice"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a"},{"id":"b"}],"deleted":["c"]}}}`))
 	e.do("POST", "/api/sync/push", e.as("bob"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"updated":[{"id":"a"}]}}}`))
-	e.do("POST", "/api/sync/push", e.as("alice"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"updated":[{"id":"a"}]}}}`))
+	other := e.as("alice")
+	other["X-Melon-Device"] = "another-device"
+	e.do("POST", "/api/sync/push", other, []byte(`{"lastPulledAt":0,"changes":{"projects":{"updated":[{"id":"a"}]}}}`))
 	e.do("POST", "/api/sync/pull", nil, nil)
 	// Request metrics are recorded after the answer is sent: give them a moment.
 	var body []byte
