@@ -110,6 +110,77 @@ func ParseTimestamp(s string) (n int64, isNull bool, err error) {
 
 // DecodeChanges validates and decodes a Changes object.
 func DecodeChanges(s *schema.Schema, raw json.RawMessage) (*PushParams, error) {
+	if p, ok := decodeChangesFast(s, raw); ok {
+		return p, nil
+	}
+	return decodeChangesChecked(s, raw)
+}
+
+// decodeChangesFast decodes well-formed changes in one pass. It gives up (false) at
+// the first thing it does not like, and decodeChangesChecked then finds and names it.
+func decodeChangesFast(s *schema.Schema, raw json.RawMessage) (*PushParams, bool) {
+	var tables map[string]map[string][]any
+	if err := json.Unmarshal(raw, &tables); err != nil || tables == nil {
+		return nil, false
+	}
+	p := &PushParams{}
+	seen := map[string]bool{}
+	found := 0
+	for _, t := range s.Tables {
+		parts, ok := tables[t.Name]
+		if !ok {
+			continue
+		}
+		found++
+		if parts == nil {
+			return nil, false
+		}
+		tp := TablePush{Table: t}
+		for k, items := range parts {
+			switch k {
+			case "created", "updated":
+				recs := make([]PushedRecord, 0, len(items))
+				for _, item := range items {
+					m, ok := item.(map[string]any)
+					if !ok {
+						return nil, false
+					}
+					rec, err := recordFromMap(t, m)
+					if err != nil || seen[t.Name+"\x00"+rec.ID] {
+						return nil, false
+					}
+					seen[t.Name+"\x00"+rec.ID] = true
+					recs = append(recs, rec)
+				}
+				if k == "created" {
+					tp.Created = recs
+				} else {
+					tp.Updated = recs
+				}
+			case "deleted":
+				for _, item := range items {
+					id, ok := item.(string)
+					if !ok || !ValidID(id) || seen[t.Name+"\x00"+id] {
+						return nil, false
+					}
+					seen[t.Name+"\x00"+id] = true
+					tp.Deleted = append(tp.Deleted, id)
+				}
+			default:
+				return nil, false
+			}
+		}
+		if len(tp.Created)+len(tp.Updated)+len(tp.Deleted) > 0 {
+			p.Tables = append(p.Tables, tp)
+		}
+	}
+	if found != len(tables) {
+		return nil, false // unknown tables
+	}
+	return p, true
+}
+
+func decodeChangesChecked(s *schema.Schema, raw json.RawMessage) (*PushParams, error) {
 	var tables map[string]json.RawMessage
 	if err := unmarshalObject(raw, &tables); err != nil {
 		return nil, invalid("changes must be an object of tables: %v", err)
@@ -208,6 +279,10 @@ func decodeRecord(t *schema.Table, raw json.RawMessage) (PushedRecord, error) {
 	if err := unmarshalObject(raw, &m); err != nil {
 		return PushedRecord{}, fmt.Errorf("a record must be an object")
 	}
+	return recordFromMap(t, m)
+}
+
+func recordFromMap(t *schema.Table, m map[string]any) (PushedRecord, error) {
 	id, ok := m["id"].(string)
 	if !ok {
 		return PushedRecord{}, fmt.Errorf("a record needs a string id")
