@@ -167,8 +167,8 @@ func (db *DB) Schema() *schema.Schema { return db.schema }
 // Write runs fn in a write transaction. Writes are serialized: Write waits (or fails
 // with ctx's error) until no other write runs. The transaction commits when fn returns
 // nil and rolls back when fn returns an error or panics: all or nothing. Change
-// notifications go out after the commit. fn must not call Write or Read on the same
-// DB (use tx), and tx must not be used after fn returns.
+// notifications go out after the commit. fn must not call Write, Read or Close on the
+// same DB (use tx), and tx must not be used after fn returns.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	if db.closed.Load() {
 		return ErrClosed

@@ -123,8 +123,7 @@ func Desc(column string) Sort { return Sort{Column: column, Desc: true} }
 // "_", so that user input can be put in a Like pattern (WatermelonDB's
 // Q.sanitizeLikeString).
 func SanitizeLikeString(s string) string {
-	b := []byte(s)
-	out := make([]byte, 0, len(b))
+	out := make([]byte, 0, len(s))
 	for _, r := range s {
 		if r < 128 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
 			out = append(out, byte(r))

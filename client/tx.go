@@ -122,8 +122,9 @@ func isPrimaryKeyConflict(err error) bool {
 
 // Update sets columns of the record table#id as WatermelonDB's Model.update does: each
 // value is sanitized to the column's type; a column whose value really changes is added
-// to _changed, and the record becomes "updated" unless it is "created" (a created record
-// stays created). Nothing is written when no value changes. A missing record is
+// to _changed (kept as a set; columns changed in one call are added in schema order),
+// and the record becomes "updated" unless it is "created" (a created record stays
+// created). Nothing is written, and nobody is notified, when no value changes. A missing record is
 // ErrNotFound, one marked as deleted ErrDeleted, an unknown column (or "_status",
 // "_changed", a different "id") ErrInvalid.
 func (tx *Tx) Update(table, id string, values map[string]any) error {
