@@ -44,8 +44,8 @@ func ExampleOpen() {
 
 	// reads see a consistent snapshot and are never blocked by writes
 	db.Read(ctx, func(tx *client.Tx) error {
-		open, _ := tx.Query("tasks", client.Where(client.Eq("is_done", true)))
-		for _, t := range open {
+		done, _ := tx.Query("tasks", client.Where(client.Eq("is_done", true)))
+		for _, t := range done {
 			fmt.Println(t["name"], t["_status"], t["_changed"])
 		}
 		return nil
