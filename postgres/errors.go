@@ -39,12 +39,12 @@ func isUnavailable(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources (too many connections, out of memory, disk full)
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (too many connections, out of memory, disk full)
 			strings.HasPrefix(pgErr.Code, "57P"), // admin/crash shutdown, cannot connect now
-			pgErr.Code == "57014", // statement timeout (or cancel)
-			pgErr.Code == "40001", // serialization failure
-			pgErr.Code == "40P01", // deadlock detected
-			pgErr.Code == "55P03", // lock not available
+			pgErr.Code == "57014",                // statement timeout (or cancel)
+			pgErr.Code == "40001",                // serialization failure
+			pgErr.Code == "40P01",                // deadlock detected
+			pgErr.Code == "55P03",                // lock not available
 			pgErr.Code == "25006" && strings.Contains(pgErr.Message, "read-only"), // a standby after failover
 			pgErr.Code == "58000", pgErr.Code == "58030": // system / io error
 			return true
