@@ -144,7 +144,16 @@ func (s *Store) migrate(ctx context.Context, schemaName string) error {
 			return wrap("migrate", err)
 		}
 		if !exists {
-			if _, err := s.pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quoteIdent(schemaName)); err != nil {
+			// Under a lock: CREATE SCHEMA IF NOT EXISTS can still fail when several
+			// processes run it at once.
+			err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:migrate:' || $1, 0))`, schemaName); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quoteIdent(schemaName))
+				return err
+			})
+			if err != nil {
 				return wrap("create schema", err)
 			}
 		}
