@@ -27,7 +27,7 @@ func plainConn(t *testing.T) *pgx.Conn {
 	return conn
 }
 
-func exec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+func sqlExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
@@ -69,8 +69,8 @@ func TestPlainSQLWrites(t *testing.T) {
 	t1 := h.PullFrom("alice", "a", t0).Timestamp
 
 	// Insert (leaving out every column but the name: defaults apply), update, delete.
-	exec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('ext1', 'alice', 'from sql'), ('ext2', 'alice', 'doomed'), ('bobs', 'bob', 'not alice''s')`)
-	exec(t, conn, `UPDATE `+sch+`projects SET name = 'renamed in sql' WHERE id = 'p1'`)
+	sqlExec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('ext1', 'alice', 'from sql'), ('ext2', 'alice', 'doomed'), ('bobs', 'bob', 'not alice''s')`)
+	sqlExec(t, conn, `UPDATE `+sch+`projects SET name = 'renamed in sql' WHERE id = 'p1'`)
 	r := h.PullFrom("alice", "a", t1)
 	if got := jsonOf(changes(r, "tasks").Created); got != `[{"description":null,"id":"ext1","is_done":false,"name":"from sql","position":0,"project_id":""},{"description":null,"id":"ext2","is_done":false,"name":"doomed","position":0,"project_id":""}]` {
 		t.Errorf("tasks created = %s", got)
@@ -84,7 +84,7 @@ func TestPlainSQLWrites(t *testing.T) {
 	t2 := r.Timestamp
 
 	// A plain DELETE leaves a tombstone; the table itself holds only live rows.
-	exec(t, conn, `DELETE FROM `+sch+`tasks WHERE id = 'ext2'`)
+	sqlExec(t, conn, `DELETE FROM `+sch+`tasks WHERE id = 'ext2'`)
 	r = h.PullFrom("alice", "a", t2)
 	if got := jsonOf(changes(r, "tasks").Deleted); got != `["ext2"]` {
 		t.Errorf("tasks deleted = %s", got)
@@ -112,7 +112,7 @@ func TestPlainSQLWrites(t *testing.T) {
 	}
 
 	// Re-inserting a deleted id with SQL brings it back (and removes the tombstone).
-	exec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('ext2', 'alice', 'back again')`)
+	sqlExec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('ext2', 'alice', 'back again')`)
 	r = h.PullFrom("alice", "z", t3)
 	if got := storetest.IDs(changes(r, "tasks").Created); jsonOf(got) != `["ext2"]` {
 		t.Errorf("re-inserted: created = %v", got)
@@ -257,11 +257,11 @@ func TestWatch(t *testing.T) {
 		t.Fatal("no notification for a push")
 	}
 	conn := plainConn(t)
-	exec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('w2', 'carol', 'x')`)
+	sqlExec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('w2', 'carol', 'x')`)
 	if v := wait("plain insert", "carol"); v <= got {
 		t.Errorf("plain insert notified version %d ≤ %d", v, got)
 	}
-	exec(t, conn, `DELETE FROM `+sch+`tasks WHERE id = 'w2'`)
+	sqlExec(t, conn, `DELETE FROM `+sch+`tasks WHERE id = 'w2'`)
 	wait("plain delete", "carol")
 }
 
