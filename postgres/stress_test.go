@@ -38,7 +38,7 @@ func schemaDSN(t testing.TB, name string) string {
 // write is one record change acknowledged by a server.
 type write struct {
 	user, table, id string
-	version          int64
+	version         int64
 }
 
 // seenResponse is what one pull answered: its range and the ids it listed.
