@@ -31,9 +31,6 @@ func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
 	if err != nil {
 		return wrap("prepare", err)
 	}
-	s.mu.Lock()
-	s.app = sch
-	s.mu.Unlock()
 	return nil
 }
 

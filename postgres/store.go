@@ -21,7 +21,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -44,12 +43,12 @@ type Store struct {
 	schema   string // the PostgreSQL schema holding the tables
 	instance string // random id of this store: names its clock lock and settings
 
-	mu    sync.RWMutex
-	app   *schema.Schema
-	stop  context.CancelFunc
-	base  context.Context
-	once  sync.Once
-	watch sync.WaitGroup
+	mu     sync.Mutex // guards closed and watch.Add
+	closed bool
+	stop   context.CancelFunc
+	base   context.Context // done when the store closes
+	once   sync.Once
+	watch  sync.WaitGroup
 }
 
 type config struct {
@@ -224,6 +223,9 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // released (requests in flight finish first). It is safe to call more than once.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
 		s.stop()
 		s.watch.Wait()
 		s.pool.Close()
@@ -367,7 +369,13 @@ func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // ends (it then returns nil), the store is closed, or the connection fails (the error
 // wraps melonsync.ErrUnavailable).
 func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	s.watch.Add(1)
+	s.mu.Unlock()
 	defer s.watch.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -440,7 +440,7 @@ func (w *writeTx) update(t *schema.Table, v int64, ops []server.Op) error {
 	var sets, types, alias strings.Builder
 	args := []any{v, ids, devices}
 	for i, c := range t.Columns {
-		if !ops[0].Set[i] {
+		if i >= len(ops[0].Set) || !ops[0].Set[i] {
 			continue
 		}
 		qc := quoteIdent(c.Name)
@@ -481,11 +481,17 @@ func (w *writeTx) delete(t *schema.Table, ops []server.Op) error {
 // columnArray returns the values of column i of ops as an array parameter of the
 // column's type (values of another type are stored as NULL).
 func columnArray(c schema.Column, ops []server.Op, i int) any {
+	value := func(op server.Op) any {
+		if i < len(op.Values) {
+			return op.Values[i]
+		}
+		return nil
+	}
 	switch c.Type {
 	case schema.String:
 		a := make(pgtype.FlatArray[pgtype.Text], len(ops))
 		for k, op := range ops {
-			if s, ok := op.Values[i].(string); ok {
+			if s, ok := value(op).(string); ok {
 				a[k] = pgtype.Text{String: s, Valid: true}
 			}
 		}
@@ -493,7 +499,7 @@ func columnArray(c schema.Column, ops []server.Op, i int) any {
 	case schema.Number:
 		a := make(pgtype.FlatArray[pgtype.Float8], len(ops))
 		for k, op := range ops {
-			switch x := op.Values[i].(type) {
+			switch x := value(op).(type) {
 			case float64:
 				a[k] = pgtype.Float8{Float64: x, Valid: true}
 			case int64:
@@ -506,7 +512,7 @@ func columnArray(c schema.Column, ops []server.Op, i int) any {
 	default:
 		a := make(pgtype.FlatArray[pgtype.Bool], len(ops))
 		for k, op := range ops {
-			if b, ok := op.Values[i].(bool); ok {
+			if b, ok := value(op).(bool); ok {
 				a[k] = pgtype.Bool{Bool: b, Valid: true}
 			}
 		}
