@@ -290,3 +290,78 @@ func TestPrepareTwice(t *testing.T) {
 		t.Errorf("two processes have different secrets")
 	}
 }
+
+// TestPlainSQLOtherRole: the team's code may use a role with rights on the synced
+// tables only; the triggers need nothing more.
+func TestPlainSQLOtherRole(t *testing.T) {
+	s := openTestStore(t)
+	h := storetest.NewHarness(t, s)
+	ctx := context.Background()
+	admin := plainConn(t)
+	role := s.SchemaName() + "_writer"
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+role+` LOGIN`); err != nil {
+		t.Skipf("cannot create a role here: %v", err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), testDSN(t))
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		c.Exec(context.Background(), `DROP OWNED BY `+role)
+		c.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	sch := `"` + s.SchemaName() + `"`
+	sqlExec(t, admin, `GRANT USAGE ON SCHEMA `+sch+` TO `+role)
+	sqlExec(t, admin, `GRANT SELECT, INSERT, UPDATE, DELETE ON `+sch+`.tasks TO `+role)
+	cfg, err := pgx.ParseConfig(testDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.User = role
+	cfg.Password = ""
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Skipf("cannot log in as a new role here: %v", err)
+	}
+	defer conn.Close(ctx)
+	t0 := h.PullFrom("alice", "a", 0).Timestamp
+	sqlExec(t, conn, `INSERT INTO `+sch+`.tasks (id, __owner, name) VALUES ('r1', 'alice', 'x'), ('r2', 'alice', 'y')`)
+	sqlExec(t, conn, `DELETE FROM `+sch+`.tasks WHERE id = 'r2'`)
+	r := h.PullFrom("alice", "a", t0)
+	if got := jsonOf(changes(r, "tasks")); got != `{"created":[{"description":null,"id":"r1","is_done":false,"name":"x","position":0,"project_id":""}],"updated":[],"deleted":["r2"]}` {
+		t.Errorf("tasks = %s", got)
+	}
+	// And it cannot touch melonsync's own tables.
+	if _, err := conn.Exec(ctx, `DELETE FROM `+sch+`.__melon_tombstones`); err == nil {
+		t.Errorf("the writer role could delete tombstones")
+	}
+	if _, err := conn.Exec(ctx, `SELECT `+sch+`.__melon_version('x', 'y')`); err == nil {
+		t.Errorf("the writer role could call __melon_version")
+	}
+}
+
+// TestCascade: a foreign key with ON DELETE CASCADE between synced tables, added by
+// the team: a push that deletes the parent deletes the children, and apps learn both.
+func TestCascade(t *testing.T) {
+	s := openTestStore(t)
+	h := storetest.NewHarness(t, s)
+	conn := plainConn(t)
+	sch := `"` + s.SchemaName() + `".`
+	t0 := h.PullFrom("alice", "a", 0).Timestamp
+	h.MustPush("alice", "a", t0, `{"tasks":{"created":[{"id":"t1","name":"x"}]},"comments":{"created":[{"id":"c1","task_id":"t1","body":"b"},{"id":"c2","task_id":"t1","body":"b"}]}}`)
+	sqlExec(t, conn, `ALTER TABLE `+sch+`comments ADD FOREIGN KEY (task_id) REFERENCES `+sch+`tasks (id) ON DELETE CASCADE`)
+	t1 := h.PullFrom("alice", "a", t0).Timestamp
+	resp := h.MustPush("alice", "a", t1, `{"tasks":{"deleted":["t1"]}}`)
+	r := h.PullFrom("alice", "b", t1)
+	if got := jsonOf(changes(r, "comments").Deleted); got != `["c1","c2"]` && got != `["c2","c1"]` {
+		t.Errorf("comments deleted = %s", got)
+	}
+	if got := jsonOf(changes(r, "tasks").Deleted); got != `["t1"]` {
+		t.Errorf("tasks deleted = %s", got)
+	}
+	var v int64
+	if err := conn.QueryRow(context.Background(), `SELECT max(version) FROM `+sch+`__melon_tombstones WHERE tbl = 'comments'`).Scan(&v); err != nil || v != resp.Timestamp {
+		t.Errorf("cascaded tombstones have version %d, the push %d (%v)", v, resp.Timestamp, err)
+	}
+}

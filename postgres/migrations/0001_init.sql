@@ -1,5 +1,9 @@
 -- melonsync's own objects in the store's schema. Every name starts with "__", which no
 -- WatermelonDB table or column may use. See DESIGN.md for the rules they implement.
+--
+-- The functions run as their owner (SECURITY DEFINER) with a fixed search_path and
+-- name every object through the schema of the table that fired them: the team's own
+-- roles need no rights on melonsync's tables, and their search_path does not matter.
 
 -- Key-value settings: instance (a random id naming this store's clock lock and
 -- settings), purged_through, jwt_secret.
@@ -44,7 +48,7 @@ CREATE INDEX __melon_tombstones_version ON __melon_tombstones (version);
 -- melonsync.v_<instance>, which is how the triggers tell melonsync's own writes (and
 -- rows already stamped) from writes that still need a version.
 CREATE FUNCTION __melon_version(inst text, sch text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $fn$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
 	setting text := 'melonsync.v_' || inst;
 	v bigint := nullif(current_setting(setting, true), '')::bigint;
@@ -74,7 +78,7 @@ $fn$;
 -- (__version = 0) and gets its version at commit from __melon_stamp; inside one it
 -- takes the transaction's version now.
 CREATE FUNCTION __melon_before() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
 	v bigint := nullif(current_setting('melonsync.v_' || TG_ARGV[0], true), '')::bigint;
 BEGIN
@@ -100,7 +104,7 @@ $fn$;
 -- Deferred AFTER INSERT OR UPDATE on a synced table, for pending rows: at commit, take
 -- the transaction's version and stamp the row with it.
 CREATE FUNCTION __melon_stamp() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
 	v bigint;
 	who text;
@@ -120,7 +124,7 @@ $fn$;
 -- tombstone, with this transaction's version when it has one (melonsync's own
 -- deletes, with the pushing device), else pending until commit.
 CREATE FUNCTION __melon_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
 	v bigint := nullif(current_setting('melonsync.v_' || TG_ARGV[0], true), '')::bigint;
 	dev text := '';
@@ -139,7 +143,7 @@ $fn$;
 
 -- Deferred AFTER INSERT OR UPDATE on __melon_tombstones, for pending tombstones.
 CREATE FUNCTION __melon_stamp_tombstone() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
 	v bigint;
 	who text;
@@ -154,9 +158,11 @@ BEGIN
 END
 $fn$;
 
+REVOKE ALL ON FUNCTION __melon_version(text, text) FROM PUBLIC;
+
 -- TRUNCATE removes rows without row triggers: clients would never learn. Refuse it.
 CREATE FUNCTION __melon_no_truncate() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
 	RAISE EXCEPTION 'melonsync: TRUNCATE of synced table % would not reach clients; use DELETE', TG_TABLE_NAME
 		USING ERRCODE = 'feature_not_supported';
