@@ -32,16 +32,22 @@ var (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// DefaultStatementTimeout bounds every statement (a pull of one table streams within
-// one statement) unless the DSN sets statement_timeout or WithStatementTimeout is given.
+// DefaultStatementTimeout bounds every statement but those of pulls, unless the DSN
+// sets statement_timeout or WithStatementTimeout is given.
 const DefaultStatementTimeout = 60 * time.Second
+
+// DefaultReadTimeout bounds each statement of a pull (Read) unless WithReadTimeout is
+// given. A pull streams each table to the client within one statement, so a slow
+// client on a large first sync keeps that statement running.
+const DefaultReadTimeout = 15 * time.Minute
 
 // Store is the server store on one PostgreSQL schema.
 type Store struct {
-	pool     *pgxpool.Pool
-	connCfg  *pgx.ConnConfig
-	schema   string // the PostgreSQL schema holding the tables
-	instance string // random id of this store: names its clock lock and settings
+	pool        *pgxpool.Pool
+	connCfg     *pgx.ConnConfig
+	schema      string // the PostgreSQL schema holding the tables
+	readTimeout time.Duration
+	instance    string // random id of this store: names its clock lock and settings
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
@@ -55,6 +61,7 @@ type config struct {
 	schema           string
 	maxConns         int32
 	statementTimeout time.Duration
+	readTimeout      time.Duration
 }
 
 // Option configures Open.
@@ -76,12 +83,16 @@ func WithStatementTimeout(d time.Duration) Option {
 	return func(c *config) { c.statementTimeout = d }
 }
 
+// WithReadTimeout sets the statement timeout of pulls (default DefaultReadTimeout;
+// 0 turns it off).
+func WithReadTimeout(d time.Duration) Option { return func(c *config) { c.readTimeout = d } }
+
 // Open connects to the database at dsn (a postgres:// or postgresql:// URL, or a
 // key=value string), creates or upgrades melonsync's own tables and returns the store.
 // Call Prepare with the app schema before serving. Connection failures wrap
 // melonsync.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	cfg := config{statementTimeout: -1}
+	cfg := config{statementTimeout: -1, readTimeout: DefaultReadTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -111,7 +122,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, wrap("connect", err)
 	}
 	base, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, connCfg: pcfg.ConnConfig, base: base, stop: stop}
+	s := &Store{pool: pool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
 	if err := s.migrate(ctx, cfg.schema); err != nil {
 		s.Close()
 		return nil, err
@@ -277,8 +288,13 @@ func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	rt := &readTx{ctx: ctx, tx: tx, s: s}
-	if _, err := rt.Clock(); err != nil {
-		return err
+	// One round trip: the pull's own statement timeout, and the clock (the first
+	// read, which fixes the snapshot).
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('statement_timeout', $1, true)`, strconv.FormatInt(s.readTimeout.Milliseconds(), 10))
+	b.Queue(`SELECT max(version) FROM __melon_commits`).QueryRow(func(row pgx.Row) error { return row.Scan(&rt.clock) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return wrap("clock", err)
 	}
 	if err := fn(rt); err != nil {
 		return err
