@@ -83,6 +83,7 @@ func TestStressTwoProcesses(t *testing.T) {
 	}
 	// Users: "shared" has three devices, the others one each.
 	devices := map[string]int{"shared": 3, "u1": 1, "u2": 1, "u3": 1}
+	users := []string{"shared", "u1", "u2", "u3", "sqlw"} // sqlw: written with plain SQL only
 	const pullersPerUser = 2
 	tables := []string{"projects", "tasks", "comments"}
 
@@ -195,6 +196,110 @@ func TestStressTwoProcesses(t *testing.T) {
 		}
 	}
 
+	// Plain SQL from "the team's code", through a third path: records of its own user,
+	// and updates of the record the shared user's devices fight over; transactions of
+	// every isolation level that stay open a while before committing.
+	var sqlTx, sqlAborted atomic.Int64
+	pushWG.Add(1)
+	go func() {
+		defer pushWG.Done()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(context.Background())
+		rng := rand.New(rand.NewPCG(7, 7))
+		isos := []pgx.TxIsoLevel{pgx.ReadCommitted, pgx.RepeatableRead, pgx.Serializable}
+		alive := map[string][]string{}
+		seq := 0
+		for {
+			select {
+			case <-stopPush:
+				return
+			default:
+			}
+			tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: isos[rng.IntN(3)]})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			var ws []write
+			var marker [2]string
+			var inserted []write
+			for k := rng.IntN(3) + 1; k > 0; k-- {
+				table := tables[rng.IntN(3)]
+				seq++
+				id := fmt.Sprintf("sqlw-%d", seq)
+				rec := record(table, id, rng)
+				names, vals := []string{"__owner"}, []any{"sqlw"}
+				for k, v := range rec {
+					names = append(names, k)
+					vals = append(vals, v)
+				}
+				marks := make([]string, len(vals))
+				for i := range marks {
+					marks[i] = "$" + strconv.Itoa(i+1)
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO `+table+` (`+strings.Join(names, ", ")+`) VALUES (`+strings.Join(marks, ", ")+`)`, vals...); err != nil {
+					t.Errorf("sql insert: %v", err)
+					return
+				}
+				marker = [2]string{table, id}
+				inserted = append(inserted, write{"sqlw", table, id, 0})
+			}
+			ws = append(ws, inserted...)
+			table := tables[rng.IntN(3)]
+			if n := len(alive[table]); n > 0 && rng.IntN(3) == 0 {
+				i := rng.IntN(n)
+				id := alive[table][i]
+				if rng.IntN(2) == 0 {
+					_, err = tx.Exec(ctx, `DELETE FROM `+table+` WHERE id = $1`, id)
+					alive[table] = append(alive[table][:i], alive[table][i+1:]...)
+				} else {
+					_, err = tx.Exec(ctx, `UPDATE `+table+` SET __owner = __owner WHERE id = $1`, id)
+				}
+				if err != nil {
+					t.Errorf("sql change: %v", err)
+					return
+				}
+				ws = append(ws, write{"sqlw", table, id, 0})
+			}
+			if rng.IntN(3) == 0 {
+				tag, err := tx.Exec(ctx, `UPDATE projects SET name = 'set by sql' WHERE id = 'shared-shared'`)
+				if err != nil {
+					tx.Rollback(ctx)
+					sqlAborted.Add(1) // a serialization failure: the row changed meanwhile
+					continue
+				}
+				if tag.RowsAffected() == 1 {
+					ws = append(ws, write{"shared", "projects", "shared-shared", 0})
+				}
+			}
+			time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+			if err := tx.Commit(ctx); err != nil {
+				sqlAborted.Add(1) // rolled back: nothing happened
+				continue
+			}
+			sqlTx.Add(1)
+			for _, w := range inserted {
+				alive[w.table] = append(alive[w.table], w.id)
+			}
+			// The transaction's version: that of a row only this writer touches.
+			var v int64
+			if err := conn.QueryRow(ctx, `SELECT __version FROM `+marker[0]+` WHERE id = $1`, marker[1]).Scan(&v); err != nil {
+				t.Errorf("sql version: %v", err)
+				return
+			}
+			mu.Lock()
+			for _, w := range ws {
+				w.version = v
+				writes = append(writes, w)
+			}
+			mu.Unlock()
+		}
+	}()
+
 	stopPull := make(chan struct{})
 	type puller struct {
 		user      string
@@ -205,7 +310,7 @@ func TestStressTwoProcesses(t *testing.T) {
 	}
 	var pullers []*puller
 	var pullWG sync.WaitGroup
-	for user := range devices {
+	for _, user := range users {
 		for k := 0; k < pullersPerUser; k++ {
 			p := &puller{user: user, replica: map[string]map[string]melonsync.RawRecord{}}
 			pullers = append(pullers, p)
@@ -308,7 +413,7 @@ func TestStressTwoProcesses(t *testing.T) {
 		"comments": `task_id, body`,
 	}
 	dbState := map[string]string{}
-	for user := range devices {
+	for _, user := range users {
 		state := map[string]map[string]melonsync.RawRecord{}
 		for _, table := range tables {
 			rows, err := conn.Query(ctx, `SELECT id, `+cols[table]+` FROM `+table+` WHERE __owner = $1`, user)
@@ -354,11 +459,13 @@ func TestStressTwoProcesses(t *testing.T) {
 			rows += len(tbl)
 		}
 	}
-	t.Logf("%s, 2 processes: %d pushes acknowledged (%d via process 1, %d via process 2), %d record changes, %d conflicts (shared record) retried; "+
-		"%d pullers made %d pulls receiving %d records; %d live rows at the end; missed changes: %d; replicas differing from the database: %d",
-		dur, pushes.Load(), perServer[0].Load(), perServer[1].Load(), len(writes), conflicts.Load(), len(pullers), pulls, received, rows, missed, differ)
-	if len(writes) == 0 || perServer[0].Load() == 0 || perServer[1].Load() == 0 {
-		t.Errorf("the stress test did not exercise both processes")
+	t.Logf("%s, 2 processes: %d pushes acknowledged (%d via process 1, %d via process 2), %d plain-SQL transactions committed (%d aborted), "+
+		"%d record changes in all, %d push conflicts (shared record) retried; %d pullers made %d pulls receiving %d records; %d live rows at the end; "+
+		"missed changes: %d; replicas differing from the database: %d",
+		dur, pushes.Load(), perServer[0].Load(), perServer[1].Load(), sqlTx.Load(), sqlAborted.Load(),
+		len(writes), conflicts.Load(), len(pullers), pulls, received, rows, missed, differ)
+	if len(writes) == 0 || perServer[0].Load() == 0 || perServer[1].Load() == 0 || sqlTx.Load() == 0 {
+		t.Errorf("the stress test did not exercise both processes and plain SQL")
 	}
 }
 
