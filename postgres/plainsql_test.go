@@ -3,8 +3,8 @@ package postgres_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -208,6 +208,7 @@ func TestPlainSQLCommitOrder(t *testing.T) {
 
 // TestWatch: Watch reports commits of melonsync's pushes and of plain SQL.
 func TestWatch(t *testing.T) {
+	defer postgres.SetWatchPing(100 * time.Millisecond)()
 	s := openTestStore(t)
 	h := storetest.NewHarness(t, s)
 	sch := `"` + s.SchemaName() + `".`
@@ -217,15 +218,11 @@ func TestWatch(t *testing.T) {
 		v    int64
 	}
 	events := make(chan event, 100)
-	var wg sync.WaitGroup
-	wg.Add(1)
+	watchErr := make(chan error, 1)
 	go func() {
-		defer wg.Done()
-		if err := s.Watch(ctx, func(user string, v int64) { events <- event{user, v} }); err != nil {
-			t.Errorf("watch: %v", err)
-		}
+		watchErr <- s.Watch(ctx, func(user string, v int64) { events <- event{user, v} })
 	}()
-	defer func() { cancel(); wg.Wait() }()
+	defer cancel()
 	wait := func(what, user string) int64 {
 		t.Helper()
 		timeout := time.After(5 * time.Second)
@@ -263,6 +260,33 @@ func TestWatch(t *testing.T) {
 	}
 	sqlExec(t, conn, `DELETE FROM `+sch+`tasks WHERE id = 'w2'`)
 	wait("plain delete", "carol")
+	// Idle for a few connection checks, it still listens.
+	time.Sleep(350 * time.Millisecond)
+	sqlExec(t, conn, `INSERT INTO `+sch+`tasks (id, __owner, name) VALUES ('w3', 'dave', 'x')`)
+	wait("insert after idling", "dave")
+	// A lost connection ends Watch with an unavailable error (the caller re-watches).
+	var inst string
+	if err := conn.QueryRow(context.Background(), `SELECT value FROM `+sch+`__melon_meta WHERE key = 'instance'`).Scan(&inst); err != nil {
+		t.Fatal(err)
+	}
+	var killed int
+	if err := conn.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, `melonsync watch `+inst).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminated %d listeners (%v)", killed, err)
+	}
+	select {
+	case err := <-watchErr:
+		if !errors.Is(err, melonsync.ErrUnavailable) {
+			t.Errorf("watch after its connection was killed: %v, want unavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("watch did not notice its connection was killed")
+	}
+	// Watch ends with nil when its context does.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { time.Sleep(200 * time.Millisecond); cancel2() }()
+	if err := s.Watch(ctx2, func(string, int64) {}); err != nil {
+		t.Errorf("watch ended by its context: %v", err)
+	}
 }
 
 // TestPrepareTwice: a second Prepare (another process starting, or a restart) changes

@@ -400,7 +400,11 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) 
 	if ctx.Err() != nil {
 		return nil
 	}
-	conn, err := pgx.ConnectConfig(ctx, s.connCfg.Copy())
+	cfg := s.connCfg.Copy()
+	// Named so that operators can tell it apart in pg_stat_activity.
+	name := cfg.RuntimeParams["application_name"] + " watch " + s.instance
+	cfg.RuntimeParams["application_name"] = name[:min(len(name), 63)]
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -415,11 +419,26 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) 
 		return wrap("watch", err)
 	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		// Wake up now and then to check that the connection is alive: a connection
+		// lost without a word (a failover behind a proxy) must not go unnoticed.
+		wctx, cancelWait := context.WithTimeout(ctx, watchPing)
+		n, err := conn.WaitForNotification(wctx)
+		cancelWait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && wctx.Err() != nil {
+			pctx, cancelPing := context.WithTimeout(ctx, 10*time.Second)
+			err = conn.Ping(pctx)
+			cancelPing()
+			if err == nil {
+				continue
+			}
 			if ctx.Err() != nil {
 				return nil
 			}
+		}
+		if err != nil {
 			return wrap("watch", err)
 		}
 		vs, user, ok := strings.Cut(n.Payload, " ")
@@ -430,6 +449,9 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) 
 		fn(user, v)
 	}
 }
+
+// watchPing is how long Watch waits for a notification before checking its connection.
+var watchPing = 30 * time.Second
 
 // channel is the NOTIFY channel of this store.
 func (s *Store) channel() string { return "melonsync_" + s.instance }
