@@ -389,3 +389,15 @@ func TestCascade(t *testing.T) {
 		t.Errorf("cascaded tombstones have version %d, the push %d (%v)", v, resp.Timestamp, err)
 	}
 }
+
+// TestPrepareForeignTable: a table of that name that melonsync did not create is an
+// error naming it, not a silent half-synced table.
+func TestPrepareForeignTable(t *testing.T) {
+	s := openTestStore(t)
+	conn := plainConn(t)
+	sqlExec(t, conn, `CREATE TABLE "`+s.SchemaName()+`".tasks (id text PRIMARY KEY, name text)`)
+	err := s.Prepare(context.Background(), storetest.TodoSchema(t))
+	if err == nil || !strings.Contains(err.Error(), "tasks") || !strings.Contains(err.Error(), "__owner") {
+		t.Errorf("prepare over a foreign table: %v", err)
+	}
+}

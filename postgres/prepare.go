@@ -92,6 +92,11 @@ func (s *Store) prepareTable(ctx context.Context, tx pgx.Tx, t *schema.Table) er
 	for _, n := range names {
 		have[n] = true
 	}
+	for _, own := range []string{"__owner", "__version", "__created_version", "__created_device", "__device"} {
+		if !have[own] {
+			return fmt.Errorf("the table exists but lacks melonsync's column %s (was it created by melonsync?)", own)
+		}
+	}
 	for _, c := range t.Columns {
 		if have[c.Name] {
 			continue
