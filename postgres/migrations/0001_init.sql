@@ -22,8 +22,9 @@ CREATE TABLE __melon_commits (
 );
 INSERT INTO __melon_commits (version) VALUES (floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint);
 
--- Versions are drawn from this sequence only under the clock lock.
-CREATE SEQUENCE __melon_version_seq;
+-- Versions are drawn from this sequence only under the clock lock. CACHE 1: values
+-- cached per session would not be handed out in order across sessions.
+CREATE SEQUENCE __melon_version_seq CACHE 1;
 SELECT setval('__melon_version_seq', (SELECT max(version) FROM __melon_commits));
 
 -- Deleted records of every synced table (tbl is the table's name). A record id is
