@@ -1,17 +1,27 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
 )
 
-// openStore opens the store named by --db: a SQLite file path (the default).
+// openStore opens the store named by --db: a postgres:// or postgresql:// URL, or a
+// SQLite file path (the default).
 func openStore(db string) (server.Store, error) {
 	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
-		return nil, fmt.Errorf("--db %s: PostgreSQL is not available in this build", redact(db))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		s, err := postgres.Open(ctx, db)
+		if err != nil {
+			return nil, fmt.Errorf("--db %s: %w", redact(db), err)
+		}
+		return s, nil
 	}
 	return sqlite.Open(db)
 }

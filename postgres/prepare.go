@@ -1,0 +1,172 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/melonsync/melonsync/schema"
+)
+
+// Prepare creates the tables of sch that are missing, adds missing columns and
+// indexes, and puts melonsync's triggers on every synced table. It never drops or
+// changes anything, and does no DDL at all when everything is in place (so starting
+// another process does not block traffic). Concurrent Prepares are serialized by an
+// advisory lock.
+func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:migrate:' || $1, 0))`, s.schema); err != nil {
+			return err
+		}
+		for _, t := range sch.Tables {
+			if err := s.prepareTable(ctx, tx, t); err != nil {
+				return fmt.Errorf("table %s: %w", t.Name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return wrap("prepare", err)
+	}
+	return nil
+}
+
+// columnDefault is the SQL default of a column: WatermelonDB's null value for
+// non-optional columns (so rows inserted with plain SQL that leave them out read as
+// WatermelonDB would), none for optional ones.
+func columnDefault(c schema.Column) string {
+	if c.IsOptional {
+		return ""
+	}
+	switch c.Type {
+	case schema.String:
+		return ` DEFAULT ''`
+	case schema.Number:
+		return ` DEFAULT 0`
+	default:
+		return ` DEFAULT false`
+	}
+}
+
+// indexName returns a name for an index of ours on table: "__" + table + "__" + what,
+// or, when that is longer than PostgreSQL's 63 bytes, a shortened name with a hash.
+func indexName(table, what string) string {
+	n := "__" + table + "__" + what
+	if len(n) <= 63 {
+		return n
+	}
+	h := sha256.Sum256([]byte(n))
+	return n[:46] + "_" + hex.EncodeToString(h[:8])
+}
+
+func (s *Store) prepareTable(ctx context.Context, tx pgx.Tx, t *schema.Table) error {
+	rel := quoteIdent(s.schema) + "." + quoteIdent(t.Name)
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, rel).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		_, err := tx.Exec(ctx, `CREATE TABLE `+rel+` (
+			id text PRIMARY KEY,
+			__owner text NOT NULL,
+			__version bigint NOT NULL DEFAULT 0,
+			__created_version bigint NOT NULL DEFAULT 0,
+			__created_device text NOT NULL DEFAULT '',
+			__device text NOT NULL DEFAULT '')`)
+		if err != nil {
+			return err
+		}
+	}
+	rows, err := tx.Query(ctx, `SELECT attname::text FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, rel)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for _, n := range names {
+		have[n] = true
+	}
+	for _, own := range []string{"__owner", "__version", "__created_version", "__created_device", "__device"} {
+		if !have[own] {
+			return fmt.Errorf("the table exists but lacks melonsync's column %s (was it created by melonsync?)", own)
+		}
+	}
+	for _, c := range t.Columns {
+		if have[c.Name] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `ALTER TABLE `+rel+` ADD COLUMN `+quoteIdent(c.Name)+` `+sqlType(c.Type)+columnDefault(c)); err != nil {
+			return fmt.Errorf("add column %s: %w", c.Name, err)
+		}
+	}
+
+	rows, err = tx.Query(ctx, `SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass`, rel)
+	if err != nil {
+		return err
+	}
+	names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	indexes := map[string]bool{}
+	for _, n := range names {
+		indexes[n] = true
+	}
+	want := [][2]string{{indexName(t.Name, "owner_version"), `(__owner, __version)`}}
+	for _, c := range t.Columns {
+		if c.IsIndexed {
+			want = append(want, [2]string{indexName(t.Name, c.Name), `(` + quoteIdent(c.Name) + `)`})
+		}
+	}
+	for _, ix := range want {
+		if indexes[ix[0]] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `CREATE INDEX IF NOT EXISTS `+quoteIdent(ix[0])+` ON `+rel+` `+ix[1]); err != nil {
+			return err
+		}
+	}
+
+	rows, err = tx.Query(ctx, `SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal`, rel)
+	if err != nil {
+		return err
+	}
+	names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	triggers := map[string]bool{}
+	for _, n := range names {
+		triggers[n] = true
+	}
+	inst := quoteLiteral(s.instance)
+	fn := func(name string) string { return quoteIdent(s.schema) + "." + name + "(" + inst + ")" }
+	// The WHEN conditions keep melonsync's own writes (whose __version is already the
+	// transaction's version) from calling any trigger function.
+	current := `nullif(current_setting(` + quoteLiteral(s.versionSetting()) + `, true), '')::bigint`
+	want2 := [][2]string{
+		{"__melon_before", `CREATE TRIGGER __melon_before BEFORE INSERT OR UPDATE ON ` + rel +
+			` FOR EACH ROW WHEN (NEW.__version IS DISTINCT FROM ` + current + `) EXECUTE FUNCTION ` + fn("__melon_before")},
+		{"__melon_stamp", `CREATE CONSTRAINT TRIGGER __melon_stamp AFTER INSERT OR UPDATE ON ` + rel +
+			` DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.__version = 0) EXECUTE FUNCTION ` + fn("__melon_stamp")},
+		{"__melon_deleted", `CREATE TRIGGER __melon_deleted AFTER DELETE ON ` + rel +
+			` REFERENCING OLD TABLE AS __melon_gone FOR EACH STATEMENT EXECUTE FUNCTION ` + fn("__melon_deleted")},
+		{"__melon_no_truncate", `CREATE TRIGGER __melon_no_truncate BEFORE TRUNCATE ON ` + rel +
+			` FOR EACH STATEMENT EXECUTE FUNCTION ` + quoteIdent(s.schema) + `.__melon_no_truncate()`},
+	}
+	for _, tg := range want2 {
+		if triggers[tg[0]] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, tg[1]); err != nil {
+			return fmt.Errorf("trigger %s: %w", tg[0], err)
+		}
+	}
+	return nil
+}

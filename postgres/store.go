@@ -1,0 +1,464 @@
+// Package postgres is melonsync's PostgreSQL server store: any number of melonsync
+// processes share one database, and the team's own code may write the synced tables
+// with plain SQL. Versions are handed out in commit order under a transaction-scoped
+// clock lock; see DESIGN.md for the rules and why they are right.
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/melonsync/melonsync/server"
+)
+
+var (
+	_ server.Store   = (*Store)(nil)
+	_ server.Watcher = (*Store)(nil)
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// DefaultStatementTimeout bounds every statement but those of pulls, unless the DSN
+// sets statement_timeout or WithStatementTimeout is given.
+const DefaultStatementTimeout = 60 * time.Second
+
+// DefaultReadTimeout bounds each statement of a pull (Read) unless WithReadTimeout is
+// given. A pull streams each table to the client within one statement, so a slow
+// client on a large first sync keeps that statement running.
+const DefaultReadTimeout = 15 * time.Minute
+
+// Store is the server store on one PostgreSQL schema.
+type Store struct {
+	pool        *pgxpool.Pool
+	connCfg     *pgx.ConnConfig
+	schema      string // the PostgreSQL schema holding the tables
+	readTimeout time.Duration
+	instance    string // random id of this store: names its clock lock and settings
+
+	mu     sync.Mutex // guards closed and watch.Add
+	closed bool
+	stop   context.CancelFunc
+	base   context.Context // done when the store closes
+	once   sync.Once
+	watch  sync.WaitGroup
+}
+
+type config struct {
+	schema           string
+	maxConns         int32
+	statementTimeout time.Duration
+	readTimeout      time.Duration
+}
+
+// Option configures Open.
+type Option func(*config)
+
+// WithSchema keeps the store's tables in the PostgreSQL schema name (created if
+// missing) by putting it first on the connections' search_path. Without it, the DSN's
+// search_path parameter decides (its first schema is created if missing), else the
+// server's default (usually public).
+func WithSchema(name string) Option { return func(c *config) { c.schema = name } }
+
+// WithMaxConns sets the pool size (default: the larger of 4 and the number of CPUs, or
+// the DSN's pool_max_conns).
+func WithMaxConns(n int32) Option { return func(c *config) { c.maxConns = n } }
+
+// WithStatementTimeout sets statement_timeout on every connection (default
+// DefaultStatementTimeout, or the DSN's statement_timeout; 0 turns it off).
+func WithStatementTimeout(d time.Duration) Option {
+	return func(c *config) { c.statementTimeout = d }
+}
+
+// WithReadTimeout sets the statement timeout of pulls (default DefaultReadTimeout;
+// 0 turns it off).
+func WithReadTimeout(d time.Duration) Option { return func(c *config) { c.readTimeout = d } }
+
+// Open connects to the database at dsn (a postgres:// or postgresql:// URL, or a
+// key=value string), creates or upgrades melonsync's own tables and returns the store.
+// Call Prepare with the app schema before serving. Connection failures wrap
+// melonsync.ErrUnavailable.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	cfg := config{statementTimeout: -1, readTimeout: DefaultReadTimeout}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	rp := pcfg.ConnConfig.RuntimeParams
+	if cfg.schema != "" {
+		rp["search_path"] = quoteIdent(cfg.schema)
+	} else if sp := rp["search_path"]; sp != "" {
+		cfg.schema = firstSchema(sp)
+	}
+	if cfg.statementTimeout >= 0 {
+		rp["statement_timeout"] = strconv.FormatInt(cfg.statementTimeout.Milliseconds(), 10)
+	} else if _, ok := rp["statement_timeout"]; !ok {
+		rp["statement_timeout"] = strconv.FormatInt(DefaultStatementTimeout.Milliseconds(), 10)
+	}
+	if _, ok := rp["application_name"]; !ok {
+		rp["application_name"] = "melonsync"
+	}
+	if cfg.maxConns > 0 {
+		pcfg.MaxConns = cfg.maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, wrap("connect", err)
+	}
+	base, stop := context.WithCancel(context.Background())
+	s := &Store{pool: pool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
+	if err := s.migrate(ctx, cfg.schema); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// firstSchema returns the first plain schema name of a search_path value ("" for
+// "$user" or nothing).
+func firstSchema(sp string) string {
+	first, _, _ := strings.Cut(sp, ",")
+	first = strings.TrimSpace(first)
+	if strings.HasPrefix(first, `"`) && strings.HasSuffix(first, `"`) && len(first) >= 2 {
+		return strings.ReplaceAll(first[1:len(first)-1], `""`, `"`)
+	}
+	if first == "$user" {
+		return ""
+	}
+	return first
+}
+
+// migrate creates the schema when asked to, then applies the embedded migrations not
+// applied yet, in order, in one transaction under an advisory lock (several processes
+// may start at once).
+func (s *Store) migrate(ctx context.Context, schemaName string) error {
+	if schemaName != "" {
+		var exists bool
+		if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schemaName).Scan(&exists); err != nil {
+			return wrap("migrate", err)
+		}
+		if !exists {
+			// Under a lock: CREATE SCHEMA IF NOT EXISTS can still fail when several
+			// processes run it at once.
+			err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:migrate:' || $1, 0))`, schemaName); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quoteIdent(schemaName))
+				return err
+			})
+			if err != nil {
+				return wrap("create schema", err)
+			}
+		}
+	}
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var cur *string
+		if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&cur); err != nil {
+			return err
+		}
+		if cur == nil {
+			return errors.New("no schema on the search_path exists (create it, or pass a search_path)")
+		}
+		s.schema = *cur
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:migrate:' || current_schema(), 0))`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS __melon_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT name FROM __melon_migrations`)
+		if err != nil {
+			return err
+		}
+		done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		applied := map[string]bool{}
+		for _, n := range done {
+			applied[n] = true
+		}
+		for _, name := range names {
+			base := strings.TrimPrefix(name, "migrations/")
+			if applied[base] {
+				continue
+			}
+			sql, err := migrationFiles.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(sql), pgx.QueryExecModeSimpleProtocol); err != nil {
+				return fmt.Errorf("%s: %w", base, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO __melon_migrations (name) VALUES ($1)`, base); err != nil {
+				return err
+			}
+		}
+		return tx.QueryRow(ctx, `SELECT value FROM __melon_meta WHERE key = 'instance'`).Scan(&s.instance)
+	})
+	if err != nil {
+		return wrap("migrate", err)
+	}
+	return nil
+}
+
+// SchemaName returns the PostgreSQL schema that holds the store's tables.
+func (s *Store) SchemaName() string { return s.schema }
+
+// Pool returns the store's connection pool (for tools and tests).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close stops Watch calls and closes the pool, waiting for connections in use to be
+// released (requests in flight finish first). It is safe to call more than once.
+func (s *Store) Close() error {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.stop()
+		s.watch.Wait()
+		s.pool.Close()
+	})
+	return nil
+}
+
+// Ping checks that the database answers. Failures wrap melonsync.ErrUnavailable.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err != nil {
+		return wrap("ping", err)
+	}
+	return nil
+}
+
+// Secret returns the JWT secret kept in __melon_meta, generating it on first use (the
+// first of several processes to get there wins; all then use it).
+func (s *Store) Secret(ctx context.Context) ([]byte, error) {
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return nil, err
+	}
+	var v string
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		// Inserted here, or found; a concurrent first insert by another process can
+		// leave neither visible to this statement's snapshot: then look again.
+		err = s.pool.QueryRow(ctx, `WITH ins AS (
+				INSERT INTO __melon_meta (key, value) VALUES ('jwt_secret', $1) ON CONFLICT (key) DO NOTHING RETURNING value)
+			SELECT value FROM ins UNION ALL SELECT value FROM __melon_meta WHERE key = 'jwt_secret' LIMIT 1`,
+			hex.EncodeToString(buf)).Scan(&v)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, wrap("secret", err)
+	}
+	return hex.DecodeString(v)
+}
+
+// Read runs fn in one REPEATABLE READ READ ONLY transaction: one snapshot of every
+// table, fixed by its first statement, which reads the clock.
+func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
+	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	rt := &readTx{ctx: ctx, tx: tx, s: s}
+	// One round trip: the pull's own statement timeout, and the clock (the first
+	// read, which fixes the snapshot).
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('statement_timeout', $1, true)`, strconv.FormatInt(s.readTimeout.Milliseconds(), 10))
+	b.Queue(`SELECT max(version) FROM __melon_commits`).QueryRow(func(row pgx.Row) error { return row.Scan(&rt.clock) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return wrap("clock", err)
+	}
+	if err := fn(rt); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return wrap("commit read", err)
+	}
+	return nil
+}
+
+// Write runs fn in one READ COMMITTED transaction, committed when fn returns nil.
+// Lookup locks the rows it returns; Version takes the clock lock, held to commit.
+func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
+	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, looked: map[string]map[string]server.Meta{}}
+	if err := fn(wt); err != nil {
+		return err
+	}
+	if err := wt.notify(); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return wrap("commit", err)
+	}
+	return nil
+}
+
+// begin starts a transaction, retrying on another connection when the one taken from
+// the pool turns out to be dead (nothing has been done yet, so this is always safe).
+func (s *Store) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var tx pgx.Tx
+		tx, err = s.pool.BeginTx(ctx, opts)
+		if err == nil {
+			return tx, nil
+		}
+		if ctx.Err() != nil || !isUnavailable(err) {
+			break
+		}
+	}
+	return nil, wrap("begin", err)
+}
+
+// PurgeTombstones deletes tombstones with a version ≤ before and raises
+// purged_through to the newest version deleted. Tombstones locked by a push in flight
+// are skipped (a later purge takes them).
+func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error) {
+	var n int64
+	err := s.retryTx(ctx, func(tx pgx.Tx) error {
+		var newest *int64
+		err := tx.QueryRow(ctx, `WITH d AS (
+				DELETE FROM __melon_tombstones WHERE ctid = ANY (ARRAY(
+					SELECT ctid FROM __melon_tombstones WHERE version > 0 AND version <= $1 FOR UPDATE SKIP LOCKED))
+				RETURNING version)
+			SELECT count(*), max(version) FROM d`, before).Scan(&n, &newest)
+		if err != nil || newest == nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE __melon_meta SET value = greatest(value::bigint, $1)::text WHERE key = 'purged_through'`, *newest)
+		return err
+	})
+	if err != nil {
+		return 0, wrap("purge", err)
+	}
+	return n, nil
+}
+
+// retryTx runs fn in a READ COMMITTED transaction.
+func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := s.begin(ctx, pgx.TxOptions{})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// Watch calls fn(user, version) for every write committed to the store by any
+// process, melonsync or not (LISTEN/NOTIFY on one dedicated connection), until ctx
+// ends (it then returns nil), the store is closed, or the connection fails (the error
+// wraps melonsync.ErrUnavailable).
+func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.watch.Add(1)
+	s.mu.Unlock()
+	defer s.watch.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.base, cancel)
+	defer stop()
+	if ctx.Err() != nil {
+		return nil
+	}
+	cfg := s.connCfg.Copy()
+	// Named so that operators can tell it apart in pg_stat_activity.
+	name := cfg.RuntimeParams["application_name"] + " watch " + s.instance
+	cfg.RuntimeParams["application_name"] = name[:min(len(name), 63)]
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return wrap("watch", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `LISTEN `+quoteIdent(s.channel())); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return wrap("watch", err)
+	}
+	for {
+		// Wake up now and then to check that the connection is alive: a connection
+		// lost without a word (a failover behind a proxy) must not go unnoticed.
+		wctx, cancelWait := context.WithTimeout(ctx, watchPing)
+		n, err := conn.WaitForNotification(wctx)
+		cancelWait()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && wctx.Err() != nil {
+			pctx, cancelPing := context.WithTimeout(ctx, 10*time.Second)
+			err = conn.Ping(pctx)
+			cancelPing()
+			if err == nil {
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
+		if err != nil {
+			return wrap("watch", err)
+		}
+		vs, user, ok := strings.Cut(n.Payload, " ")
+		v, err := strconv.ParseInt(vs, 10, 64)
+		if !ok || err != nil {
+			continue
+		}
+		fn(user, v)
+	}
+}
+
+// watchPing is how long Watch waits for a notification before checking its connection.
+var watchPing = 30 * time.Second
+
+// channel is the NOTIFY channel of this store.
+func (s *Store) channel() string { return "melonsync_" + s.instance }
+
+// versionSetting is the transaction-local setting holding the transaction's version.
+func (s *Store) versionSetting() string { return "melonsync.v_" + s.instance }
+
+func quoteIdent(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }
+
+func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }

@@ -1,0 +1,521 @@
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/server"
+)
+
+type readTx struct {
+	ctx   context.Context
+	tx    pgx.Tx
+	s     *Store
+	clock int64
+}
+
+// Clock returns max(version) of __melon_commits as this transaction sees it.
+func (r *readTx) Clock() (int64, error) {
+	if r.clock != 0 {
+		return r.clock, nil
+	}
+	if err := r.tx.QueryRow(r.ctx, `SELECT max(version) FROM __melon_commits`).Scan(&r.clock); err != nil {
+		return 0, wrap("clock", err)
+	}
+	return r.clock, nil
+}
+
+func (r *readTx) PurgedThrough() (int64, error) {
+	var v int64
+	if err := r.tx.QueryRow(r.ctx, `SELECT value::bigint FROM __melon_meta WHERE key = 'purged_through'`).Scan(&v); err != nil {
+		return 0, wrap("purged_through", err)
+	}
+	return v, nil
+}
+
+// nonDefault returns a condition true when column c holds something other than its
+// default value.
+func nonDefault(c schema.Column) string {
+	q := quoteIdent(c.Name)
+	if c.IsOptional {
+		return q + ` IS NOT NULL`
+	}
+	switch c.Type {
+	case schema.String:
+		return `(` + q + ` IS NOT NULL AND ` + q + ` <> '')`
+	case schema.Number:
+		return `(` + q + ` IS NOT NULL AND ` + q + ` <> 0)`
+	default:
+		return `coalesce(` + q + `, false)`
+	}
+}
+
+// sqlType is the column type of a schema type.
+func sqlType(t schema.Type) string {
+	switch t {
+	case schema.String:
+		return "text"
+	case schema.Number:
+		return "double precision"
+	default:
+		return "boolean"
+	}
+}
+
+func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
+	var b strings.Builder
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Deleted {
+		b.WriteString(`SELECT id, version, created_version, created_device FROM __melon_tombstones WHERE tbl = ` + arg(t.Name) + ` AND owner = ` + arg(f.Owner))
+		if f.After > 0 {
+			b.WriteString(` AND version > ` + arg(f.After))
+		}
+		if f.Through > 0 {
+			b.WriteString(` AND version <= ` + arg(f.Through))
+		}
+	} else {
+		b.WriteString(`SELECT id, __version, __created_version, __created_device`)
+		for _, c := range cols {
+			// The casts are no-ops on the columns melonsync creates; they keep the
+			// answer's types right if someone changed a column's type.
+			b.WriteString(`, ` + quoteIdent(c.Name) + `::` + sqlType(c.Type))
+		}
+		b.WriteString(` FROM ` + quoteIdent(t.Name) + ` WHERE __owner = ` + arg(f.Owner))
+		if f.After > 0 {
+			b.WriteString(` AND __version > ` + arg(f.After))
+		}
+		if f.Through > 0 {
+			b.WriteString(` AND __version <= ` + arg(f.Through))
+		}
+		if len(f.NonDefault) > 0 {
+			conds := make([]string, len(f.NonDefault))
+			for i, c := range f.NonDefault {
+				conds[i] = nonDefault(c)
+			}
+			b.WriteString(` AND (` + strings.Join(conds, ` OR `) + `)`)
+		}
+	}
+	rows, err := r.tx.Query(r.ctx, b.String(), args...)
+	if err != nil {
+		return wrap("scan "+t.Name, err)
+	}
+	defer rows.Close()
+	fds := rows.FieldDescriptions()
+	row := &server.Row{Values: make([]any, len(cols))}
+	if f.Deleted {
+		row.Values = row.Values[:0]
+	}
+	for rows.Next() {
+		raw := rows.RawValues()
+		row.ID = string(raw[0])
+		if row.Version, err = decodeInt(fds[1].Format, raw[1]); err != nil {
+			return fmt.Errorf("postgres: scan %s: %w", t.Name, err)
+		}
+		if row.CreatedVersion, err = decodeInt(fds[2].Format, raw[2]); err != nil {
+			return fmt.Errorf("postgres: scan %s: %w", t.Name, err)
+		}
+		row.CreatedDevice = string(raw[3])
+		if !f.Deleted {
+			for i, c := range cols {
+				if row.Values[i], err = decodeValue(c.Type, fds[4+i].Format, raw[4+i]); err != nil {
+					return fmt.Errorf("postgres: scan %s.%s: %w", t.Name, c.Name, err)
+				}
+			}
+		}
+		if err := fn(row); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return wrap("scan "+t.Name, err)
+	}
+	return nil
+}
+
+// decodeInt decodes a bigint in the text or binary format.
+func decodeInt(format int16, raw []byte) (int64, error) {
+	if raw == nil {
+		return 0, nil
+	}
+	if format == pgx.BinaryFormatCode {
+		if len(raw) != 8 {
+			return 0, fmt.Errorf("bigint of %d bytes", len(raw))
+		}
+		return int64(binary.BigEndian.Uint64(raw)), nil
+	}
+	return strconv.ParseInt(string(raw), 10, 64)
+}
+
+// decodeValue decodes a text, double precision or boolean value (the column cast to
+// its schema type) as string, float64 or bool; NULL is nil.
+func decodeValue(t schema.Type, format int16, raw []byte) (any, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	switch t {
+	case schema.String:
+		return string(raw), nil
+	case schema.Number:
+		if format == pgx.BinaryFormatCode {
+			if len(raw) != 8 {
+				return nil, fmt.Errorf("float8 of %d bytes", len(raw))
+			}
+			return math.Float64frombits(binary.BigEndian.Uint64(raw)), nil
+		}
+		return strconv.ParseFloat(string(raw), 64)
+	default:
+		if format == pgx.BinaryFormatCode {
+			if len(raw) != 1 {
+				return nil, fmt.Errorf("bool of %d bytes", len(raw))
+			}
+			return raw[0] != 0, nil
+		}
+		return string(raw) == "t", nil
+	}
+}
+
+type writeTx struct {
+	readTx
+	version int64
+	// looked keeps what Lookup found, by table and id, to check at Apply that
+	// nothing appeared in between (rows absent at Lookup cannot be locked).
+	looked map[string]map[string]server.Meta
+	// owners whose data this transaction changed, for NOTIFY.
+	owners map[string]bool
+}
+
+// Lookup returns the metadata of the live rows and tombstones with these ids, locking
+// them (FOR UPDATE, in id order: live rows, then tombstones) until the transaction
+// ends, so that nothing changes them between the push's checks and its writes.
+func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta, error) {
+	out := make(map[string]server.Meta, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	sorted := append([]string(nil), ids...)
+	sort.Strings(sorted)
+	looked := w.looked[t.Name]
+	if looked == nil {
+		looked = map[string]server.Meta{}
+		w.looked[t.Name] = looked
+	}
+	read := func(deleted bool, q string, args ...any) error {
+		rows, err := w.tx.Query(w.ctx, q, args...)
+		if err != nil {
+			return wrap("lookup "+t.Name, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var m server.Meta
+			if err := rows.Scan(&id, &m.Owner, &m.Version, &m.Device); err != nil {
+				return wrap("lookup "+t.Name, err)
+			}
+			m.Deleted = deleted
+			if _, live := out[id]; live {
+				continue // a live row wins over a stray tombstone
+			}
+			out[id] = m
+		}
+		return wrap("lookup "+t.Name, rows.Err())
+	}
+	if err := read(false, `SELECT id, __owner, __version, __device FROM `+quoteIdent(t.Name)+
+		` WHERE id = ANY($1) ORDER BY id FOR UPDATE`, sorted); err != nil {
+		return nil, err
+	}
+	if err := read(true, `SELECT id, owner, version, device FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`,
+		t.Name, sorted); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if m, ok := out[id]; ok {
+			looked[id] = m
+		} else {
+			delete(looked, id)
+		}
+	}
+	return out, nil
+}
+
+// Version takes the clock lock and this transaction's version (see DESIGN.md).
+func (w *writeTx) Version() (int64, error) {
+	if w.version != 0 {
+		return w.version, nil
+	}
+	var v int64
+	if err := w.tx.QueryRow(w.ctx, `SELECT __melon_version($1, $2)`, w.s.instance, w.s.schema).Scan(&v); err != nil {
+		return 0, wrap("version", err)
+	}
+	w.version = v
+	w.clock = v
+	return v, nil
+}
+
+func (w *writeTx) owner(o string) {
+	if w.owners == nil {
+		w.owners = map[string]bool{}
+	}
+	w.owners[o] = true
+}
+
+// notify queues one notification per owner whose data changed; PostgreSQL delivers
+// them at commit.
+func (w *writeTx) notify() error {
+	if w.version == 0 || len(w.owners) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for o := range w.owners {
+		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), strconv.FormatInt(w.version, 10)+" "+o)
+	}
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+		return wrap("notify", err)
+	}
+	return nil
+}
+
+// Apply performs ops with set-based statements: consecutive ops of one kind (and, for
+// updates, the same columns and no repeated id) go in one statement.
+func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
+	v, err := w.Version()
+	if err != nil {
+		return err
+	}
+	for start := 0; start < len(ops); {
+		end := start + 1
+		seen := map[string]bool{ops[start].ID: true}
+		for end < len(ops) && sameBatch(ops[start], ops[end]) && !seen[ops[end].ID] {
+			seen[ops[end].ID] = true
+			end++
+		}
+		batch := ops[start:end]
+		switch batch[0].Kind {
+		case server.OpInsert:
+			err = w.insert(t, v, batch)
+		case server.OpUpdate:
+			err = w.update(t, v, batch)
+		case server.OpDelete:
+			err = w.delete(t, batch)
+		default:
+			err = fmt.Errorf("postgres: unknown op kind %d", batch[0].Kind)
+		}
+		if err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+func sameBatch(a, b server.Op) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case server.OpUpdate:
+		if len(a.Set) != len(b.Set) {
+			return false
+		}
+		for i := range a.Set {
+			if a.Set[i] != b.Set[i] {
+				return false
+			}
+		}
+	case server.OpDelete:
+		return a.Device == b.Device
+	}
+	return true
+}
+
+// raced is the error for a row that appeared after Lookup: another transaction wrote
+// it meanwhile, so the checks made on it are stale. The client pulls and pushes again.
+func raced(t *schema.Table, ids []string) error {
+	return melonsync.ConflictError(map[string][]string{t.Name: ids})
+}
+
+// insert writes whole rows. A tombstone with the same id is removed; a live row with
+// the same id is replaced only if Lookup saw (and locked) it.
+func (w *writeTx) insert(t *schema.Table, v int64, ops []server.Op) error {
+	looked := w.looked[t.Name]
+	ids := make([]string, len(ops))
+	owners := make([]string, len(ops))
+	devices := make([]string, len(ops))
+	var live []string
+	for i, op := range ops {
+		ids[i], owners[i], devices[i] = op.ID, op.Owner, op.Device
+		if m, ok := looked[op.ID]; ok && !m.Deleted {
+			live = append(live, op.ID)
+		}
+		w.owner(op.Owner)
+	}
+	// Tombstones that were not there at Lookup mean a concurrent delete.
+	rows, err := w.tx.Query(w.ctx, `DELETE FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) RETURNING id`, t.Name, ids)
+	if err != nil {
+		return wrap("insert "+t.Name, err)
+	}
+	gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return wrap("insert "+t.Name, err)
+	}
+	var stale []string
+	for _, id := range gone {
+		if m, ok := looked[id]; !ok || !m.Deleted {
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) > 0 {
+		return raced(t, stale)
+	}
+
+	q := quoteIdent(t.Name)
+	var cols, sel, types, alias, sets strings.Builder
+	args := []any{v, ids, owners, devices}
+	for i, c := range t.Columns {
+		qc := quoteIdent(c.Name)
+		cols.WriteString(", " + qc)
+		sel.WriteString(", u." + qc)
+		types.WriteString(", $" + strconv.Itoa(len(args)+1) + "::" + sqlType(c.Type) + "[]")
+		alias.WriteString(", " + qc)
+		sets.WriteString(", " + qc + " = excluded." + qc)
+		args = append(args, columnArray(c, ops, i))
+	}
+	args = append(args, live)
+	sql := `INSERT INTO ` + q + ` AS __t (id, __owner, __version, __created_version, __created_device, __device` + cols.String() + `)
+		SELECT u.id, u.__o, $1, $1, u.__d, u.__d` + sel.String() + `
+		FROM unnest($2::text[], $3::text[], $4::text[]` + types.String() + `) AS u(id, __o, __d` + alias.String() + `)
+		ON CONFLICT (id) DO UPDATE SET __owner = excluded.__owner, __version = excluded.__version,
+			__created_version = excluded.__created_version, __created_device = excluded.__created_device,
+			__device = excluded.__device` + sets.String() + `
+		WHERE __t.id = ANY($` + strconv.Itoa(len(args)) + `::text[])
+		RETURNING __t.id`
+	rows, err = w.tx.Query(w.ctx, sql, args...)
+	if err != nil {
+		return wrap("insert "+t.Name, err)
+	}
+	written, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return wrap("insert "+t.Name, err)
+	}
+	if len(written) != len(ids) {
+		done := make(map[string]bool, len(written))
+		for _, id := range written {
+			done[id] = true
+		}
+		for _, id := range ids {
+			if !done[id] {
+				stale = append(stale, id)
+			}
+		}
+		return raced(t, stale)
+	}
+	return nil
+}
+
+// update sets the columns marked in Set (the same for every op of the batch).
+func (w *writeTx) update(t *schema.Table, v int64, ops []server.Op) error {
+	ids := make([]string, len(ops))
+	devices := make([]string, len(ops))
+	looked := w.looked[t.Name]
+	for i, op := range ops {
+		ids[i], devices[i] = op.ID, op.Device
+		if m, ok := looked[op.ID]; ok {
+			w.owner(m.Owner)
+		}
+	}
+	var sets, types, alias strings.Builder
+	args := []any{v, ids, devices}
+	for i, c := range t.Columns {
+		if i >= len(ops[0].Set) || !ops[0].Set[i] {
+			continue
+		}
+		qc := quoteIdent(c.Name)
+		sets.WriteString(", " + qc + " = u." + qc)
+		types.WriteString(", $" + strconv.Itoa(len(args)+1) + "::" + sqlType(c.Type) + "[]")
+		alias.WriteString(", " + qc)
+		args = append(args, columnArray(c, ops, i))
+	}
+	sql := `UPDATE ` + quoteIdent(t.Name) + ` AS __t SET __version = $1, __device = u.__d` + sets.String() + `
+		FROM unnest($2::text[], $3::text[]` + types.String() + `) AS u(id, __d` + alias.String() + `)
+		WHERE __t.id = u.id`
+	if _, err := w.tx.Exec(w.ctx, sql, args...); err != nil {
+		return wrap("update "+t.Name, err)
+	}
+	return nil
+}
+
+// delete removes live rows; the table's delete trigger turns them into tombstones with
+// this transaction's version and the device in melonsync.device.
+func (w *writeTx) delete(t *schema.Table, ops []server.Op) error {
+	ids := make([]string, len(ops))
+	looked := w.looked[t.Name]
+	for i, op := range ops {
+		ids[i] = op.ID
+		if m, ok := looked[op.ID]; ok {
+			w.owner(m.Owner)
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('melonsync.device', $1, true)`, ops[0].Device)
+	b.Queue(`DELETE FROM `+quoteIdent(t.Name)+` WHERE id = ANY($1)`, ids)
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+		return wrap("delete "+t.Name, err)
+	}
+	return nil
+}
+
+// columnArray returns the values of column i of ops as an array parameter of the
+// column's type (values of another type are stored as NULL).
+func columnArray(c schema.Column, ops []server.Op, i int) any {
+	value := func(op server.Op) any {
+		if i < len(op.Values) {
+			return op.Values[i]
+		}
+		return nil
+	}
+	switch c.Type {
+	case schema.String:
+		a := make(pgtype.FlatArray[pgtype.Text], len(ops))
+		for k, op := range ops {
+			if s, ok := value(op).(string); ok {
+				a[k] = pgtype.Text{String: s, Valid: true}
+			}
+		}
+		return a
+	case schema.Number:
+		a := make(pgtype.FlatArray[pgtype.Float8], len(ops))
+		for k, op := range ops {
+			switch x := value(op).(type) {
+			case float64:
+				a[k] = pgtype.Float8{Float64: x, Valid: true}
+			case int64:
+				a[k] = pgtype.Float8{Float64: float64(x), Valid: true}
+			case int:
+				a[k] = pgtype.Float8{Float64: float64(x), Valid: true}
+			}
+		}
+		return a
+	default:
+		a := make(pgtype.FlatArray[pgtype.Bool], len(ops))
+		for k, op := range ops {
+			if b, ok := value(op).(bool); ok {
+				a[k] = pgtype.Bool{Bool: b, Valid: true}
+			}
+		}
+		return a
+	}
+}
