@@ -394,9 +394,15 @@ function changedSet(v) {
 }
 
 // Partial deep match: objects match when every expected key matches ("$absent": key must be
-// missing, "$any": anything present); arrays match element by element with equal length.
+// missing, "$any": anything present); arrays match element by element with equal length;
+// {"$set": [...]}: an array with these values in any order.
 function mismatch(actual, expected, path = '') {
   if (expected === '$any') return actual === undefined ? `${path || 'value'}: missing` : null
+  if (expected && typeof expected === 'object' && !Array.isArray(expected) && Object.keys(expected).length === 1 && '$set' in expected) {
+    const norm = (a) => JSON.stringify([...a].map((x) => JSON.stringify(x)).sort())
+    if (!Array.isArray(actual) || norm(actual) !== norm(expected.$set)) return `${path}: expected ${JSON.stringify(expected.$set)} in any order, got ${JSON.stringify(actual)}`
+    return null
+  }
   if (Array.isArray(expected)) {
     if (!Array.isArray(actual)) return `${path}: expected an array, got ${JSON.stringify(actual)}`
     if (actual.length !== expected.length) return `${path}: expected ${expected.length} items, got ${actual.length}: ${clip(JSON.stringify(actual))}`
@@ -598,14 +604,14 @@ class Runner {
           const r = await c.pull(args)
           timing.pullMs = Math.round(performance.now() - t)
           timing.pulledAt = performance.now()
-          if (step.recordPull) {
-            result.pulled = r
-          }
+          result.pull = summarizeChanges(r.changes, { timestamp: r.timestamp, ...(r.experimentalStrategy ? { experimentalStrategy: r.experimentalStrategy } : {}) })
+          if (step.recordPull) result.pulled = r
           return r
         },
         pushChanges: async (args) => {
           if (timing.pulledAt) timing.applyMs = Math.round(performance.now() - timing.pulledAt)
           await runNested(step.beforePush, 'beforePush')
+          result.push = summarizeChanges(args.changes, { lastPulledAt: args.lastPulledAt })
           if (step.recordPush) result.pushed = args.changes
           const t = performance.now()
           const r = await c.push(args)
@@ -630,13 +636,29 @@ class Runner {
     if (!nested) throw syncError
     if (syncError instanceof StepFailure) throw syncError
     if (step.expectError) {
+      const wants = Array.isArray(step.expectError) ? step.expectError : [step.expectError]
       if (!syncError) fail(`sync succeeded; expected an error containing ${JSON.stringify(step.expectError)}`)
-      if (!syncError.message.includes(step.expectError)) fail(`sync failed with ${JSON.stringify(syncError.message)}; expected an error containing ${JSON.stringify(step.expectError)}`)
+      const missing = wants.filter((w) => !syncError.message.includes(w))
+      if (missing.length) fail(`sync failed with ${JSON.stringify(syncError.message)}; expected an error containing ${JSON.stringify(missing)}`)
       result.expectedError = syncError.message
     } else if (syncError) {
       throw syncError
     }
     await runNested(step.after, 'after')
+    if (step.expectPull) {
+      if (!result.pull) fail('nothing was pulled')
+      const m = mismatch(result.pull, step.expectPull, 'pull')
+      if (m) fail(`pull answer: ${m}`)
+    }
+    if (step.expectPush !== undefined) {
+      if (step.expectPush === null) {
+        if (result.push) fail(`expected nothing to be pushed, pushed ${JSON.stringify(result.push)}`)
+      } else {
+        if (!result.push) fail('nothing was pushed')
+        const m = mismatch(result.push, step.expectPush, 'push')
+        if (m) fail(`pushed changes: ${m}`)
+      }
+    }
     if (step.expectLog) {
       const m = mismatch(result.log, step.expectLog, 'log')
       if (m) fail(`sync log: ${m}`)
@@ -774,6 +796,24 @@ class Runner {
     }
     if (answer.tokens) Object.assign(this.scenario.tokens || (this.scenario.tokens = {}), answer.tokens)
   }
+}
+
+// {tables: {t: {created: [ids], updated: [ids], deleted: [ids]}}} with sorted ids; tables
+// Large lists are replaced by their length.
+function summarizeChanges(changes, extra) {
+  const tables = {}
+  let count = 0
+  for (const [t, ch] of Object.entries(changes || {})) {
+    const entry = {}
+    for (const kind of ['created', 'updated', 'deleted']) {
+      const list = (ch && ch[kind]) || []
+      const ids = list.map((r) => (typeof r === 'string' ? r : r && r.id)).sort()
+      count += ids.length
+      entry[kind] = ids.length > 200 ? ids.length : ids
+    }
+    tables[t] = entry
+  }
+  return { ...extra, count, tables }
 }
 
 function summarizeLog(log) {
