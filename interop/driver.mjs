@@ -327,12 +327,9 @@ class Client {
   async pull({ lastPulledAt, schemaVersion, migration }) {
     let res
     if (this.protocol === 'docs') {
-      const q = new URLSearchParams({
-        last_pulled_at: lastPulledAt == null ? '' : String(lastPulledAt),
-        schema_version: String(schemaVersion),
-        migration: migration ? JSON.stringify(migration) : '',
-      })
-      res = await this.call('GET', `sync?${q}`)
+      // Exactly as WatermelonDB's docs build it ("null" for a first sync).
+      const urlParams = `last_pulled_at=${lastPulledAt}&schema_version=${schemaVersion}&migration=${encodeURIComponent(JSON.stringify(migration))}`
+      res = await this.call('GET', `sync?${urlParams}`)
     } else {
       res = await this.call('POST', 'api/sync/pull', { lastPulledAt: lastPulledAt ?? null, schemaVersion, migration: migration ?? null })
     }
@@ -343,7 +340,8 @@ class Client {
   async push({ changes, lastPulledAt }) {
     let res
     if (this.protocol === 'docs') {
-      res = await this.call('POST', `sync?last_pulled_at=${lastPulledAt}`, changes)
+      // fetch() with a string body sends it as text/plain, as in WatermelonDB's docs.
+      res = await this.call('POST', `sync?last_pulled_at=${lastPulledAt}`, JSON.stringify(changes), { 'Content-Type': 'text/plain;charset=UTF-8' })
     } else {
       res = await this.call('POST', 'api/sync/push', { changes, lastPulledAt })
     }
@@ -504,8 +502,10 @@ class Runner {
     const relevant = logs.filter((l) => l.level !== 'log' && l.level !== 'debug' && l.level !== 'info')
     if (relevant.length || step.showLogs) result.logs = step.showLogs ? logs : relevant
     const bad = relevant.filter((l) => (l.level === 'warn' || l.level === 'error') && !allowed.some((a) => l.message.includes(a)))
-    if (!error && bad.length) {
-      error = new StepFailure(`WatermelonDB logged ${bad.length} unexpected warning(s)/error(s): ${bad.map((l) => `${l.level}: ${l.message}`).join(' | ')}`)
+    if (bad.length) {
+      const said = `WatermelonDB logged ${bad.length} unexpected warning(s)/error(s): ${bad.map((l) => `${l.level}: ${l.message}`).join(' | ')}`
+      if (!error) error = new StepFailure(said)
+      else if (error instanceof StepFailure) error.message += `; and ${said}`
     }
     for (const want of step.expectLogs || []) {
       if (!error && !logs.some((l) => l.message.includes(want))) error = new StepFailure(`expected WatermelonDB to log ${JSON.stringify(want)}; it did not`)

@@ -245,10 +245,21 @@ func scenarioFirstAndIncremental(t *testing.T, st store) {
 		syncStep("A"), syncStep("B"), syncStep("C"),
 		expect("B", "tasks", synced("t1", nil), synced("t3", nil), synced("t5", M{"is_done": true})),
 		converged("A", "B", "C"),
+		// Values that must survive the round trip untouched; D sends gzipped bodies.
+		create("A", "tasks", "t6", M{"project_id": "p3", "name": "Zürich ☕ 🍉 \"quoted\" \\ back\u2028slash", "position": 2.75, "description": "line 1\nline 2\t<&>"}),
+		create("A", "projects", "p4", M{"name": "", "is_favorite": false, "position": -1e15}),
+		syncStep("A"),
+		named("D first sync, gzip both ways", syncStep("D", M{"expectPull": M{"tables": M{"projects": tc(ids("p1", "p2", "p3", "p4"), nil, nil), "tasks": tc(ids("t1", "t3", "t5", "t6"), nil, nil)}}})),
+		expect("D", "tasks", synced("t1", nil), synced("t3", nil), synced("t5", nil),
+			synced("t6", M{"name": "Zürich ☕ 🍉 \"quoted\" \\ back\u2028slash", "position": 2.75, "description": "line 1\nline 2\t<&>"})),
+		update("D", "tasks", "t6", M{"is_done": true}),
+		named("D pushes gzipped", syncStep("D", M{"expectPush": M{"tables": M{"tasks": tc(nil, ids("t6"), nil)}}})),
+		syncStep("A"), syncStep("B"), syncStep("C"),
+		converged("A", "B", "C", "D"),
 	}
 	res := run(t, srv, M{
 		"tokens":  M{"alice": alice},
-		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}, "C": M{"user": "alice", "protocol": "docs"}},
+		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}, "C": M{"user": "alice", "protocol": "docs"}, "D": M{"user": "alice", "gzipRequests": true}},
 		"steps":   steps,
 	}, nil)
 	res.logSyncTimes(t)
@@ -519,11 +530,20 @@ func scenarioMigration(t *testing.T, st store) {
 		update("A", "tasks", "t3", M{"description": "d3"}),
 		syncStep("A"), syncStep("S"),
 		converged("A", "S"),
-		M{"op": "dump", "client": "A"},
+		// A client at version 2 has comments but not tasks.description: its migration
+		// sync to 3 brings only the column's values.
+		named("V2 first sync at v2", syncStep("V2", M{"expectPull": M{"tables": M{"projects": tc(ids("p1"), nil, nil), "tasks": tc(ids("t1", "t2", "t3"), nil, nil), "comments": tc(ids("c1", "c2", "c3"), nil, nil)}}})),
+		expect("V2", "tasks", synced("t1", M{"description": "$absent"}), synced("t2", nil), synced("t3", nil)),
+		M{"op": "upgradeSchema", "client": "V2", "version": 3},
+		named("V2 migration sync", syncStep("V2", M{
+			"expectLog":  M{"migration": M{"from": 2, "tables": []string{}, "columns": []M{{"table": "tasks", "columns": []string{"description"}}}}},
+			"expectPull": M{"tables": M{"projects": none, "tasks": tc(nil, ids("t1", "t2", "t3"), nil), "comments": none}},
+		})),
+		converged("A", "S", "V2"),
 	}
 	res := run(t, srv, M{
 		"tokens":  M{"alice": srv.token("alice")},
-		"clients": M{"S": M{"user": "alice"}, "A": M{"user": "alice", "schemaVersion": 1}},
+		"clients": M{"S": M{"user": "alice"}, "A": M{"user": "alice", "schemaVersion": 1}, "V2": M{"user": "alice", "schemaVersion": 2}},
 		"steps":   steps,
 	}, nil)
 	res.logSyncTimes(t)
