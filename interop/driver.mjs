@@ -19,16 +19,19 @@ import https from 'node:https'
 import zlib from 'node:zlib'
 import { inspect } from 'node:util'
 import { createInterface } from 'node:readline'
+import { AsyncLocalStorage } from 'node:async_hooks'
 
 const require = createRequire(import.meta.url)
 
 // ---------------------------------------------------------------------------------------
 // Console capture. WatermelonDB reports protocol problems through console.error/warn;
-// every message goes to the innermost active sink (a step, or the client set-up).
+// every message goes to the sink of the step whose async work logged it (or to the
+// set-up's), and to allLogs.
 
 const realConsole = { ...console }
-const sinks = []
+const stepSink = new AsyncLocalStorage()
 const setupLogs = []
+const allLogs = []
 
 function formatArg(a) {
   if (typeof a === 'string') return a
@@ -39,8 +42,9 @@ function formatArg(a) {
 function capture(level) {
   return (...args) => {
     const entry = { level, message: args.map(formatArg).join(' ') }
-    const sink = sinks.length ? sinks[sinks.length - 1] : setupLogs
+    const sink = stepSink.getStore() || setupLogs
     sink.push(entry)
+    allLogs.push(entry)
     if (process.env.MELON_INTEROP_VERBOSE) realConsole.error(`[${level}]`, entry.message)
   }
 }
@@ -485,21 +489,25 @@ class Runner {
     const logs = []
     const result = { index, op: step.op, ...(step.client ? { client: step.client } : {}), ...(step.name ? { name: step.name } : {}) }
     this.results.push(result)
-    sinks.push(logs)
     const started = performance.now()
+    const firstLog = allLogs.length
     let error = null
     try {
       const fn = this[`op_${step.op}`]
       if (!fn) throw new Error(`unknown step op ${JSON.stringify(step.op)}`)
-      await fn.call(this, step, result, index)
+      await stepSink.run(logs, () => fn.call(this, step, result, index))
     } catch (e) {
       error = e
-    } finally {
-      sinks.pop()
     }
     result.ms = Math.round((performance.now() - started) * 10) / 10
-    const allowed = setupAllowed.concat(this.allowLogs, step.allowLogs || [])
-    const relevant = logs.filter((l) => l.level !== 'log' && l.level !== 'debug' && l.level !== 'info')
+    let allowed = setupAllowed.concat(this.allowLogs, step.allowLogs || [])
+    let seen = logs
+    if (step.op === 'parallel') {
+      // Everything logged meanwhile, whichever branch it was charged to.
+      seen = allLogs.slice(firstLog)
+      allowed = allowed.concat(allowedIn(step.branches || []))
+    }
+    const relevant = seen.filter((l) => l.level !== 'log' && l.level !== 'debug' && l.level !== 'info')
     if (relevant.length || step.showLogs) result.logs = step.showLogs ? logs : relevant
     const bad = relevant.filter((l) => (l.level === 'warn' || l.level === 'error') && !allowed.some((a) => l.message.includes(a)))
     if (bad.length) {
@@ -508,7 +516,7 @@ class Runner {
       else if (error instanceof StepFailure) error.message += `; and ${said}`
     }
     for (const want of step.expectLogs || []) {
-      if (!error && !logs.some((l) => l.message.includes(want))) error = new StepFailure(`expected WatermelonDB to log ${JSON.stringify(want)}; it did not`)
+      if (!error && !seen.some((l) => l.message.includes(want))) error = new StepFailure(`expected WatermelonDB to log ${JSON.stringify(want)}; it did not`)
     }
     if (error) {
       result.ok = false
@@ -551,17 +559,26 @@ class Runner {
     result.count = step.count
   }
 
-  async find(c, table, id) {
+  // The record, or null when step.ignoreMissing and it is missing or marked as deleted.
+  async find(c, table, id, step = {}) {
+    let rec
     try {
-      return await c.collection(table).find(id)
+      rec = await c.collection(table).find(id)
     } catch (e) {
+      if (step.ignoreMissing) return null
       fail(`client ${c.name}: ${table}#${id} not found locally (${e.message})`)
     }
+    if (step.ignoreMissing && rec._raw._status === 'deleted') return null
+    return rec
   }
 
-  async op_update(step) {
+  async op_update(step, result) {
     const c = this.client(step.client)
-    const rec = await this.find(c, step.table, step.id)
+    const rec = await this.find(c, step.table, step.id, step)
+    if (!rec) {
+      result.skipped = true
+      return
+    }
     await c.db.write(() =>
       rec.update((r) => {
         for (const [k, v] of Object.entries(step.values || {})) r._setRaw(k, v)
@@ -569,16 +586,35 @@ class Runner {
     )
   }
 
-  async op_markAsDeleted(step) {
+  async op_markAsDeleted(step, result) {
     const c = this.client(step.client)
-    const rec = await this.find(c, step.table, step.id)
+    const rec = await this.find(c, step.table, step.id, step)
+    if (!rec) {
+      result.skipped = true
+      return
+    }
     await c.db.write(() => rec.markAsDeleted())
   }
 
-  async op_destroyPermanently(step) {
+  async op_destroyPermanently(step, result) {
     const c = this.client(step.client)
-    const rec = await this.find(c, step.table, step.id)
+    const rec = await this.find(c, step.table, step.id, step)
+    if (!rec) {
+      result.skipped = true
+      return
+    }
     await c.db.write(() => rec.destroyPermanently())
+  }
+
+  // Runs lists of steps concurrently (say, several clients syncing at once). Logs of
+  // concurrent steps may land in either step's report.
+  async op_parallel(step, result, index) {
+    const before = this.results.length
+    const oks = await Promise.all((step.branches || []).map((list, b) => this.runSteps(list, `${index}.${b}.`)))
+    if (oks.some((ok) => !ok)) {
+      const f = this.results.slice(before).find((r) => r.ok === false)
+      fail(`parallel step ${f.index} (${f.op}${f.client ? ` ${f.client}` : ''}) failed: ${f.error}`)
+    }
   }
 
   async op_sync(step, result, index) {
@@ -641,6 +677,8 @@ class Runner {
       const missing = wants.filter((w) => !syncError.message.includes(w))
       if (missing.length) fail(`sync failed with ${JSON.stringify(syncError.message)}; expected an error containing ${JSON.stringify(missing)}`)
       result.expectedError = syncError.message
+    } else if (syncError && step.allowError && [].concat(step.allowError).some((w) => syncError.message.includes(w))) {
+      result.allowedError = syncError.message
     } else if (syncError) {
       throw syncError
     }
@@ -814,6 +852,19 @@ function summarizeChanges(changes, extra) {
     tables[t] = entry
   }
   return { ...extra, count, tables }
+}
+
+function allowedIn(lists) {
+  const out = []
+  for (const list of lists) {
+    for (const st of list) {
+      out.push(...(st.allowLogs || []))
+      if (st.beforePush) out.push(...allowedIn([st.beforePush]))
+      if (st.after) out.push(...allowedIn([st.after]))
+      if (st.branches) out.push(...allowedIn(st.branches))
+    }
+  }
+  return out
 }
 
 function summarizeLog(log) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -120,6 +121,7 @@ var scenarios = []scenario{
 	{"7_replacement_sync", scenarioReplacement},
 	{"8_go_client_converges", scenarioGoClient},
 	{"9_large_first_sync", scenarioLarge},
+	{"10_concurrent_syncs_converge", scenarioConcurrent},
 }
 
 func TestWatermelonDB(t *testing.T) {
@@ -770,4 +772,78 @@ func postJSON(t *testing.T, url, token string, body any) (int, string) {
 		b = append(b[:2000], "…"...)
 	}
 	return res.StatusCode, string(b)
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Four devices edit the same data and sync at the same time, round after round
+// (pushes may conflict and are retried by the next sync); then they all converge, and a
+// new device's first sync matches them.
+
+func scenarioConcurrent(t *testing.T, st store) {
+	srv := newServer(t, st)
+	const devices, rounds, opsPerRound = 4, 20, 4
+	rng := rand.New(rand.NewPCG(6, 2026))
+	clients := M{}
+	var names []string
+	for i := 1; i <= devices; i++ {
+		n := fmt.Sprintf("W%d", i)
+		names = append(names, n)
+		clients[n] = M{"user": "alice"}
+	}
+	clients["F"] = M{"user": "alice"}
+	pool := []string{}
+	steps := []M{create("W1", "projects", "cp", project("shared", false, 1))}
+	for i := 0; i < 12; i++ {
+		id := fmt.Sprintf("c-%02d", i)
+		pool = append(pool, id)
+		steps = append(steps, create("W1", "tasks", id, task("cp", id, false, i)))
+	}
+	steps = append(steps, syncStep("W1"))
+	for _, n := range names[1:] {
+		steps = append(steps, syncStep(n))
+	}
+	for r := 0; r < rounds; r++ {
+		var branches [][]M
+		for _, n := range names {
+			for j := 0; j < opsPerRound; j++ {
+				switch k := rng.IntN(10); {
+				case k < 5:
+					id := pool[rng.IntN(len(pool))]
+					vals := []M{{"name": fmt.Sprintf("%s r%d", n, r)}, {"is_done": rng.IntN(2) == 0}, {"position": rng.IntN(1000)}}[rng.IntN(3)]
+					st := update(n, "tasks", id, vals)
+					st["ignoreMissing"] = true
+					steps = append(steps, st)
+				case k < 8:
+					id := fmt.Sprintf("%s-r%d-%d", n, r, j)
+					pool = append(pool, id)
+					steps = append(steps, create(n, "tasks", id, task("cp", id, false, r)))
+				default:
+					st := markAsDeleted(n, "tasks", pool[rng.IntN(len(pool))])
+					st["ignoreMissing"] = true
+					steps = append(steps, st)
+				}
+			}
+			branches = append(branches, []M{syncStep(n, M{"allowError": "409 conflict"})})
+		}
+		steps = append(steps, named(fmt.Sprintf("round %d", r), M{"op": "parallel", "branches": branches}))
+	}
+	// Quiet: each device pushes what is left, then each pulls everything.
+	for pass := 0; pass < 2; pass++ {
+		for _, n := range names {
+			steps = append(steps, syncStep(n))
+		}
+	}
+	steps = append(steps, converged(names...), syncStep("F"), converged(append(names, "F")...))
+	res := run(t, srv, M{
+		"tokens":  M{"alice": srv.token("alice")},
+		"clients": clients,
+		"steps":   steps,
+	}, nil)
+	conflicts := 0
+	for _, raw := range res.Steps {
+		if bytes.Contains(raw, []byte(`"allowedError"`)) {
+			conflicts++
+		}
+	}
+	t.Logf("driver %dms; %d devices x %d rounds of concurrent syncs, %d pushes answered 409 conflict", res.MS, devices, rounds, conflicts)
 }
