@@ -822,7 +822,7 @@ class Runner {
     await new Promise((r) => setTimeout(r, step.ms || 0))
   }
 
-  async op_checkpoint(step, result) {
+  async op_checkpoint(step, result, index) {
     process.stdout.write(`${JSON.stringify({ checkpoint: step.name || 'checkpoint' })}\n`)
     const line = await nextStdinLine()
     if (line === null) throw new Error('checkpoint: standard input closed (the runner must answer checkpoints)')
@@ -833,6 +833,14 @@ class Runner {
       result.url = answer.url
     }
     if (answer.tokens) Object.assign(this.scenario.tokens || (this.scenario.tokens = {}), answer.tokens)
+    if (answer.steps) {
+      // Steps the runner made up meanwhile (say, checks of what another client holds).
+      const before = this.results.length
+      if (!(await this.runSteps(answer.steps, `${index}.cp.`))) {
+        const f = this.results.slice(before).find((r) => r.ok === false)
+        fail(`checkpoint step ${f.index} (${f.op}${f.client ? ` ${f.client}` : ''}) failed: ${f.error}`)
+      }
+    }
   }
 }
 

@@ -688,14 +688,158 @@ func scenarioReplacement(t *testing.T, st store) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 8. A Go client and a WatermelonDB client syncing the same user's data converge.
+// 8. A Go client and a WatermelonDB client syncing the same user's data converge. The Go
+// client is driven through "melonsync client" between the WatermelonDB steps.
+
+// goCLI runs "melonsync client" commands on one local database.
+type goCLI struct {
+	t                  *testing.T
+	db, url, token, dv string
+}
+
+// run runs a command with --json and decodes its output into out (may be nil).
+func (g *goCLI) run(out any, args ...string) error {
+	args = append([]string{"client"}, args...)
+	args = append(args, "--db", g.db, "--json")
+	cmd := exec.Command(buildBin, args...)
+	cmd.Env = append(os.Environ(), "MELONSYNC_URL=", "MELONSYNC_TOKEN=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("melonsync %s: %v\n%s%s", strings.Join(args, " "), err, stderr.String(), stdout.String())
+	}
+	if out != nil {
+		if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+			return fmt.Errorf("melonsync %s: output is not JSON: %v\n%s", strings.Join(args, " "), err, stdout.String())
+		}
+	}
+	return nil
+}
+
+type goSync struct {
+	OK     bool   `json:"ok"`
+	Pulled int    `json:"pulled"`
+	Pushed int    `json:"pushed"`
+	Error  string `json:"error"`
+}
+
+func (g *goCLI) sync(wantPulled, wantPushed int) error {
+	var s goSync
+	if err := g.run(&s, "sync", "--url", g.url, "--token", g.token, "--device", g.dv, "--progress", "off"); err != nil {
+		return err
+	}
+	if !s.OK {
+		return fmt.Errorf("Go client sync failed: %s", s.Error)
+	}
+	if wantPulled >= 0 && s.Pulled != wantPulled || wantPushed >= 0 && s.Pushed != wantPushed {
+		return fmt.Errorf("Go client sync pulled %d and pushed %d records; want %d and %d", s.Pulled, s.Pushed, wantPulled, wantPushed)
+	}
+	return nil
+}
 
 func scenarioGoClient(t *testing.T, st store) {
 	out, err := exec.Command(buildBin, "client", "help").CombinedOutput()
 	if err != nil && strings.Contains(string(out), "not available") {
 		t.Skipf("the Go client is not in this build (melonsync client help: %s)", strings.TrimSpace(string(out)))
 	}
-	t.Skipf("the Go client's CLI is not wired into this harness yet (melonsync client help: %s)", firstLine(string(out)))
+	if err != nil {
+		t.Fatalf("melonsync client help: %v\n%s", err, out)
+	}
+	srv := newServer(t, st)
+	alice := srv.token("alice")
+	g := &goCLI{t: t, db: t.TempDir() + "/go-client.db", url: srv.url(), token: alice, dv: "go-device"}
+	steps := []M{
+		create("W", "projects", "p1", project("shared", false, 1)),
+		create("W", "tasks", "t1", task("p1", "one", false, 1)),
+		create("W", "tasks", "t2", task("p1", "two", false, 2)),
+		syncStep("W"),
+		{"op": "checkpoint", "name": "go-1"},
+		named("W gets the Go client's changes", syncStep("W", M{"expectPull": M{"tables": M{"tasks": tc(ids("g-t3"), ids("t1"), ids("t2"))}}})),
+		expect("W", "tasks",
+			synced("t1", M{"name": "one (Go)", "is_done": false}),
+			synced("g-t3", M{"name": "from Go", "project_id": "p1", "position": 3, "is_done": false, "description": "Go wrote this"})),
+		update("W", "tasks", "g-t3", M{"is_done": true}),
+		update("W", "tasks", "t1", M{"is_done": true}),
+		create("W", "tasks", "t4", task("p1", "four", false, 4)),
+		syncStep("W"),
+		// W edits t4's name locally while the Go client edits its position.
+		update("W", "tasks", "t4", M{"name": "four (W)"}),
+		{"op": "checkpoint", "name": "go-2"},
+		// W's own last push comes back too (all updated: W created t4 itself).
+		named("W merges the Go client's edit", syncStep("W", M{
+			"expectPull": M{"tables": M{"tasks": tc(nil, ids("g-t3", "t1", "t4"), nil)}},
+			"expectPush": M{"tables": M{"tasks": tc(nil, ids("t4"), nil)}},
+		})),
+		expect("W", "tasks", synced("t1", nil), synced("g-t3", nil), synced("t4", M{"name": "four (W)", "position": 44})),
+		{"op": "checkpoint", "name": "go-compare"},
+	}
+	checkpoint := func(name string) (M, error) {
+		switch name {
+		case "go-1":
+			if err := g.run(nil, "init", "--schema", srv.schema); err != nil {
+				return nil, err
+			}
+			if err := g.sync(3, 0); err != nil {
+				return nil, err
+			}
+			for _, args := range [][]string{
+				{"create", "tasks", "project_id=p1", "name=from Go", "position=3", "description=Go wrote this", "--id", "g-t3"},
+				{"update", "tasks", "t1", "name=one (Go)"},
+				{"delete", "tasks", "t2"},
+			} {
+				if err := g.run(nil, args...); err != nil {
+					return nil, err
+				}
+			}
+			return nil, g.sync(-1, 3)
+		case "go-2":
+			// Pulls g-t3 and t1 (updated by W) and t4 (created by W).
+			if err := g.sync(-1, 0); err != nil {
+				return nil, err
+			}
+			if err := g.run(nil, "update", "tasks", "t4", "position=44"); err != nil {
+				return nil, err
+			}
+			return nil, g.sync(-1, 1)
+		case "go-compare":
+			if err := g.sync(-1, 0); err != nil {
+				return nil, err
+			}
+			var status struct {
+				Unsynced int `json:"unsyncedCount"`
+			}
+			if err := g.run(&status, "status"); err != nil {
+				return nil, err
+			}
+			if status.Unsynced != 0 {
+				return nil, fmt.Errorf("the Go client has %d unsynced changes", status.Unsynced)
+			}
+			// What the Go client holds, as checks on the WatermelonDB client.
+			var checks []M
+			total := 0
+			for _, table := range []string{"projects", "tasks", "comments"} {
+				var recs []M
+				if err := g.run(&recs, "list", table); err != nil {
+					return nil, err
+				}
+				total += len(recs)
+				step := expect("W", table, recs...)
+				step["name"] = "W holds what the Go client holds: " + table
+				checks = append(checks, step)
+			}
+			if total != 4 {
+				return nil, fmt.Errorf("the Go client holds %d records; want 4 (p1, t1, g-t3, t4)", total)
+			}
+			return M{"steps": checks}, nil
+		}
+		return nil, fmt.Errorf("unknown checkpoint %q", name)
+	}
+	res := run(t, srv, M{
+		"tokens":  M{"alice": alice},
+		"clients": M{"W": M{"user": "alice"}},
+		"steps":   steps,
+	}, checkpoint)
+	res.logSyncTimes(t)
 }
 
 func firstLine(s string) string {
