@@ -653,6 +653,11 @@ class Runner {
           const r = await c.push(args)
           timing.pushMs = Math.round(performance.now() - t)
           timing.pushedAt = performance.now()
+          if (step.losePushResponse) {
+            // The server applied the push, but the client never hears back.
+            result.lostPushResponse = r
+            throw new Error('network error (simulated): the push response was lost')
+          }
           return r
         },
         sendCreatedAsUpdated: c.sendCreatedAsUpdated,

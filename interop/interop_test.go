@@ -122,6 +122,7 @@ var scenarios = []scenario{
 	{"8_go_client_converges", scenarioGoClient},
 	{"9_large_first_sync", scenarioLarge},
 	{"10_concurrent_syncs_converge", scenarioConcurrent},
+	{"11_lost_push_response", scenarioLostPushResponse},
 }
 
 func TestWatermelonDB(t *testing.T) {
@@ -990,4 +991,45 @@ func scenarioConcurrent(t *testing.T, st store) {
 		}
 	}
 	t.Logf("driver %dms; %d devices x %d rounds of concurrent syncs, %d pushes answered 409 conflict", res.MS, devices, rounds, conflicts)
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. The server applies a push but the answer is lost (a broken connection): the records
+// stay unsynced on the client, and the next sync settles them without WatermelonDB
+// complaints, resurrections or duplicates — with and without X-Melon-Device.
+
+func scenarioLostPushResponse(t *testing.T, st store) {
+	for _, device := range []bool{true, false} {
+		t.Run(fmt.Sprintf("device=%v", device), func(t *testing.T) {
+			srv := newServer(t, st)
+			lost := M{"losePushResponse": true, "expectError": "push response was lost"}
+			steps := []M{
+				create("A", "projects", "p1", project("P", false, 1)),
+				create("A", "tasks", "t1", task("p1", "one", false, 1)),
+				create("A", "tasks", "t2", task("p1", "two", false, 2)),
+				named("creations: answer lost", syncStep("A", lost)),
+				expect("A", "tasks", rec("t1", M{"_status": "created"}), rec("t2", M{"_status": "created"})),
+				named("creations: retry", syncStep("A", M{
+					"expectPull": M{"tables": M{"projects": tc(nil, ids("p1"), nil), "tasks": tc(nil, ids("t1", "t2"), nil)}},
+					"expectPush": M{"tables": M{"projects": tc(ids("p1"), nil, nil), "tasks": tc(ids("t1", "t2"), nil, nil)}},
+				})),
+				expect("A", "tasks", synced("t1", nil), synced("t2", nil)),
+				update("A", "tasks", "t1", M{"name": "one, edited"}),
+				markAsDeleted("A", "tasks", "t2"),
+				named("edits: answer lost", syncStep("A", lost)),
+				expect("A", "tasks", rec("t1", M{"_status": "updated", "_changed": "name"}), rec("t2", M{"_status": "deleted"})),
+				named("edits: retry", syncStep("A", M{"expectPull": M{"tables": M{"tasks": tc(nil, ids("t1"), ids("t2"))}}})),
+				expect("A", "tasks", synced("t1", M{"name": "one, edited"})),
+				syncStep("B"),
+				expect("B", "tasks", synced("t1", M{"name": "one, edited"})),
+				converged("A", "B"),
+			}
+			res := run(t, srv, M{
+				"tokens":  M{"alice": srv.token("alice")},
+				"clients": M{"A": M{"user": "alice", "sendDeviceHeader": device}, "B": M{"user": "alice"}},
+				"steps":   steps,
+			}, nil)
+			res.logSyncTimes(t)
+		})
+	}
 }
