@@ -1,0 +1,53 @@
+package client
+
+// TEMPORARY: compile-only stand-in for the client database API of branch clientdb.
+// Deleted when clientdb is merged.
+
+import (
+	"context"
+
+	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/schema"
+)
+
+type Option func()
+type DB struct{ s *schema.Schema }
+type Tx struct{}
+type Record = map[string]any
+type Query struct{}
+type LocalChanges struct {
+	Changes melonsync.Changes
+	Count   int
+}
+type ApplyOptions struct {
+	SendCreatedAsUpdated bool
+	ConflictResolver     func(table string, local, remote, resolved Record) Record
+	OnConflict           func(table string, local, remote, resolved Record)
+	Strategy             string
+	StrategyOverride     map[string]string
+}
+type ChangeEvent struct{ Tables []string }
+
+func Open(path string, s *schema.Schema, opts ...Option) (*DB, error)       { panic("stub") }
+func (db *DB) Close() error                                                 { panic("stub") }
+func (db *DB) Schema() *schema.Schema                                       { return db.s }
+func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error       { panic("stub") }
+func (db *DB) Read(ctx context.Context, fn func(tx *Tx) error) error        { panic("stub") }
+func (tx *Tx) Create(table string, values map[string]any) (Record, error)   { panic("stub") }
+func (tx *Tx) Update(table, id string, values map[string]any) error         { panic("stub") }
+func (tx *Tx) MarkAsDeleted(table, id string) error                         { panic("stub") }
+func (tx *Tx) DestroyPermanently(table, id string) error                    { panic("stub") }
+func (tx *Tx) Find(table, id string) (Record, error)                        { panic("stub") }
+func (tx *Tx) Query(table string, q Query) ([]Record, error)                { panic("stub") }
+func (tx *Tx) Count(table string, q Query) (int, error)                     { panic("stub") }
+func (tx *Tx) GetLocal(key string) (string, bool, error)                    { panic("stub") }
+func (tx *Tx) SetLocal(key, value string) error                             { panic("stub") }
+func (tx *Tx) RemoveLocal(key string) error                                 { panic("stub") }
+func (db *DB) FetchLocalChanges(ctx context.Context) (*LocalChanges, error) { panic("stub") }
+func (db *DB) MarkAsSynced(ctx context.Context, lc *LocalChanges, rejected map[string][]string) error {
+	panic("stub")
+}
+func (tx *Tx) ApplyRemoteChanges(changes melonsync.Changes, opts ApplyOptions) error { panic("stub") }
+func (tx *Tx) InsertSynced(table string, rec Record) error                           { panic("stub") }
+func (db *DB) HasUnsyncedChanges(ctx context.Context) (bool, error)                  { panic("stub") }
+func (db *DB) Subscribe(tables []string, fn func(ChangeEvent)) (unsubscribe func())  { panic("stub") }
