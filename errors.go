@@ -18,6 +18,10 @@ const (
 	EUnavailable      = "unavailable"        // 503
 )
 
+// ErrUnavailable marks errors meaning the store cannot be reached right now (a store
+// wraps its connection errors with it); they answer 503 unavailable, not 500.
+var ErrUnavailable = errors.New("store unavailable")
+
 // Error is an error meant to be shown to a caller: a stable code, a human message
 // and optional structured details. Errors that are not *Error are internal.
 type Error struct {

@@ -1,0 +1,257 @@
+// Command server measures the SQLite server: a first-sync pull and a large push over
+// HTTP on loopback, each next to a baseline measured in the same run (the same rows
+// read or written with plain SQL through the same driver, encoded with encoding/json).
+//
+//	go run ./bench/server -n 10000
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/melonsync/melonsync"
+	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/server"
+	"github.com/melonsync/melonsync/sqlite"
+)
+
+func main() {
+	n := flag.Int("n", 10000, "records per table (3 tables)")
+	push := flag.Int("push", 10000, "records in the push measurement")
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "melonsync-bench")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := run(dir, *n, *push); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// peak samples the heap in use while fn runs.
+func peak(fn func() error) (time.Duration, uint64, error) {
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var top atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > top.Load() {
+					top.Store(m.HeapInuse)
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	err := fn()
+	d := time.Since(start)
+	close(stop)
+	<-done
+	p := top.Load()
+	if p < base.HeapInuse {
+		p = base.HeapInuse
+	}
+	return d, p - base.HeapInuse, err
+}
+
+func run(dir string, n, pushN int) error {
+	ctx := context.Background()
+	sch, err := schema.Load(filepath.Join("examples", "todo", "schema.json"))
+	if err != nil {
+		return err
+	}
+	store, err := sqlite.Open(filepath.Join(dir, "server.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Prepare(ctx, sch); err != nil {
+		return err
+	}
+	svc := server.New(store, sch)
+	// Fill three tables with n records each, 5000 per push.
+	for _, t := range []string{"projects", "tasks", "comments"} {
+		for start := 0; start < n; start += 5000 {
+			var recs []string
+			for i := start; i < min(start+5000, n); i++ {
+				switch t {
+				case "projects":
+					recs = append(recs, fmt.Sprintf(`{"id":"p%d","name":"Project %d","is_favorite":%v,"position":%d}`, i, i, i%3 == 0, i))
+				case "tasks":
+					recs = append(recs, fmt.Sprintf(`{"id":"t%d","project_id":"p%d","name":"Task number %d","is_done":%v,"position":%d,"description":"Something to do, item %d"}`, i, i%100, i, i%2 == 0, i, i))
+				default:
+					recs = append(recs, fmt.Sprintf(`{"id":"c%d","task_id":"t%d","body":"A comment with a few words in it, number %d"}`, i, i, i))
+				}
+			}
+			p, err := server.DecodePush(sch, []byte(fmt.Sprintf(`{"lastPulledAt":0,"changes":{%q:{"created":[%s]}}}`, t, strings.Join(recs, ","))))
+			if err != nil {
+				return err
+			}
+			if _, err := svc.Push(ctx, server.Caller{User: "u", Device: "seed"}, p); err != nil {
+				return err
+			}
+		}
+	}
+	secret := []byte("bench-secret-0123456789abcdef")
+	auth, _ := mhttp.NewAuth(secret)
+	tok, _ := auth.Mint("u", time.Hour)
+	ts := httptest.NewServer(mhttp.NewHandler(svc, mhttp.Options{Auth: auth}))
+	defer ts.Close()
+
+	do := func(path string, body []byte, gzip bool) (int64, error) {
+		req, _ := http.NewRequest("POST", ts.URL+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set(melonsync.HeaderDevice, "bench")
+		if gzip {
+			req.Header.Set("Accept-Encoding", "gzip")
+		} else {
+			req.Header.Set("Accept-Encoding", "identity")
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		k, err := io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			return 0, fmt.Errorf("%s: %d", path, resp.StatusCode)
+		}
+		return k, err
+	}
+	fmt.Printf("melonsync server benchmark (SQLite, %d records × 3 tables, GOMAXPROCS=%d)\n\n", n, runtime.GOMAXPROCS(0))
+	fmt.Printf("%-44s %10s %12s %12s %12s\n", "what", "time", "records/s", "bytes", "peak heap")
+	line := func(what string, d time.Duration, recs int, bytes int64, heap uint64) {
+		fmt.Printf("%-44s %10s %12.0f %12d %11.1fM\n", what, d.Round(time.Millisecond), float64(recs)/d.Seconds(), bytes, float64(heap)/(1<<20))
+	}
+	total := 3 * n
+	// Warm up.
+	if _, err := do("/api/sync/pull", []byte(`{"lastPulledAt":null}`), false); err != nil {
+		return err
+	}
+	var size int64
+	d, heap, err := peak(func() error {
+		size, err = do("/api/sync/pull", []byte(`{"lastPulledAt":null}`), false)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	line("pull, first sync (HTTP, plain)", d, total, size, heap)
+	d, heap, err = peak(func() error {
+		size, err = do("/api/sync/pull", []byte(`{"lastPulledAt":null}`), true)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	line("pull, first sync (HTTP, gzip)", d, total, size, heap)
+
+	// Baseline: the same rows with plain SQL, into maps, encoding/json.
+	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "server.db"), "deferred"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	d, heap, err = peak(func() error {
+		out := map[string][]map[string]any{}
+		for _, t := range sch.Tables {
+			cols := []string{`"id"`}
+			for _, c := range t.Columns {
+				cols = append(cols, `"`+c.Name+`"`)
+			}
+			rows, err := db.Query(`SELECT ` + strings.Join(cols, ",") + ` FROM "` + t.Name + `" WHERE "__deleted" = 0`)
+			if err != nil {
+				return err
+			}
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			for rows.Next() {
+				if err := rows.Scan(ptrs...); err != nil {
+					rows.Close()
+					return err
+				}
+				m := map[string]any{"id": vals[0]}
+				for i, c := range t.Columns {
+					m[c.Name] = vals[i+1]
+				}
+				out[t.Name] = append(out[t.Name], m)
+			}
+			rows.Close()
+		}
+		b, err := json.Marshal(out)
+		size = int64(len(b))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	line("baseline: SELECT + encoding/json (no HTTP)", d, total, size, heap)
+
+	// Push of pushN records over HTTP, next to a plain INSERT of the same rows.
+	var recs []string
+	for i := 0; i < pushN; i++ {
+		recs = append(recs, fmt.Sprintf(`{"id":"np%d","project_id":"p1","name":"New task %d","is_done":false,"position":%d,"description":null,"_status":"created","_changed":""}`, i, i, i))
+	}
+	body := []byte(fmt.Sprintf(`{"lastPulledAt":%d,"changes":{"tasks":{"created":[%s],"updated":[],"deleted":[]}}}`, time.Now().UnixMilli()+1e6, strings.Join(recs, ",")))
+	d, heap, err = peak(func() error {
+		_, err := do("/api/sync/push", body, false)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	line(fmt.Sprintf("push, %d created (HTTP)", pushN), d, pushN, int64(len(body)), heap)
+	d, heap, err = peak(func() error {
+		tx, err := db.Begin()
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		st, err := tx.Prepare(`INSERT INTO "tasks" ("id","__owner","__version","__created_version","project_id","name","is_done","position","description") VALUES (?,?,?,?,?,?,?,?,?)`)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < pushN; i++ {
+			if _, err := st.Exec(fmt.Sprintf("bp%d", i), "u", 1, 1, "p1", fmt.Sprintf("New task %d", i), 0, i, nil); err != nil {
+				return err
+			}
+		}
+		st.Close()
+		return tx.Commit()
+	})
+	if err != nil {
+		return err
+	}
+	line(fmt.Sprintf("baseline: INSERT %d in one transaction", pushN), d, pushN, 0, heap)
+	return nil
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/server"
+)
+
+var getenv = os.Getenv
+
+// ServeMain is "melonsync serve": flags, wiring, and a graceful stop.
+type ServeMain struct {
+	Addr           string
+	DB             string
+	SchemaPath     string
+	MigrationsPath string
+	MaxBody        int64
+	Retention      time.Duration
+	LogFormat      string
+	MetricsAddr    string
+
+	stdout, stderr io.Writer
+	store          server.Store
+	srv            *mhttp.Server
+	// Ready, when set, receives the bound address once the server listens.
+	Ready chan<- string
+}
+
+// NewServeMain returns a ServeMain writing to stdout and stderr.
+func NewServeMain(stdout, stderr io.Writer) *ServeMain {
+	return &ServeMain{stdout: stdout, stderr: stderr}
+}
+
+// ParseFlags reads the serve flags.
+func (m *ServeMain) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	fs.StringVar(&m.Addr, "addr", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
+	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
+	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
+	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
+	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
+	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
+	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if m.SchemaPath == "" {
+		fs.Usage()
+		return errors.New("serve: --schema is required (for example: --schema examples/todo/schema.json)")
+	}
+	if m.LogFormat != "text" && m.LogFormat != "json" {
+		return errors.New("serve: --log-format must be text or json")
+	}
+	if m.MaxBody <= 0 {
+		return errors.New("serve: --max-body must be positive")
+	}
+	return nil
+}
+
+func (m *ServeMain) logger() *slog.Logger {
+	if m.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(m.stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(m.stderr, nil))
+}
+
+// Run serves until ctx is done, then shuts down gracefully.
+func (m *ServeMain) Run(ctx context.Context) error {
+	log := m.logger()
+	sch, err := schema.LoadWithMigrations(m.SchemaPath, m.MigrationsPath)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(m.DB)
+	if err != nil {
+		return err
+	}
+	m.store = store
+	defer m.Close()
+	if err := store.Prepare(ctx, sch); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	secret, err := loadSecret(ctx, m.DB)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	auth, err := mhttp.NewAuth(secret)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	svc := server.New(store, sch)
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	if m.MetricsAddr != "" {
+		opts.Metrics = mhttp.NewMetrics(nil)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", opts.Metrics.Handler())
+		msrv, err := mhttp.Listen(m.MetricsAddr, mux)
+		if err != nil {
+			return fmt.Errorf("serve: metrics: %w", err)
+		}
+		go msrv.Serve()
+		defer msrv.Shutdown(context.Background())
+		log.Info("metrics", "url", "http://"+msrv.Addr().String()+"/metrics")
+	}
+	h := mhttp.NewHandler(svc, opts)
+	srv, err := mhttp.Listen(m.Addr, h)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	m.srv = srv
+	addr := srv.Addr().String()
+	log.Info("listening", "addr", addr, "url", "http://"+addr, "db", redact(m.DB), "schema_version", sch.Version, "tables", len(sch.Tables))
+	if m.Ready != nil {
+		m.Ready <- addr
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	if m.Retention > 0 {
+		go m.purgeLoop(ctx, log)
+	}
+	go watchLoop(ctx, svc, log)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("serve: shutdown: %w", err)
+	}
+	return <-errc
+}
+
+// purgeLoop removes tombstones older than the retention, hourly.
+func (m *ServeMain) purgeLoop(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		before := time.Now().Add(-m.Retention).UnixMilli()
+		n, err := m.store.PurgeTombstones(ctx, before)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("purging tombstones failed", "err", err.Error())
+		} else if n > 0 {
+			log.Info("purged tombstones", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watchLoop forwards changes committed by other processes (stores shared by several
+// servers) to this server's live-update streams, re-watching after failures.
+func watchLoop(ctx context.Context, svc *server.Service, log *slog.Logger) {
+	for wait := time.Second; ctx.Err() == nil; wait = min(2*wait, time.Minute) {
+		start := time.Now()
+		err := svc.WatchStore(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			wait = time.Second
+		}
+		log.Warn("watching the store for changes failed; retrying", "err", err.Error(), "in", wait.String())
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Close releases the store.
+func (m *ServeMain) Close() error {
+	if m.store != nil {
+		err := m.store.Close()
+		m.store = nil
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,385 @@
+// Package http is melonsync's HTTP transport: the server's handlers (routes, auth,
+// error mapping, gzip, body limits) and the client-side transport that speaks the
+// same protocol.
+package http
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/server"
+)
+
+// DefaultMaxBodyBytes is the default limit of a request body (after decompression).
+const DefaultMaxBodyBytes = 32 << 20
+
+// Options configures a Handler.
+type Options struct {
+	// Auth verifies bearer tokens. Required.
+	Auth *Auth
+	// MaxBodyBytes limits request bodies, decompressed (default DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// Logger receives one line per request and internal errors (default: discard).
+	Logger *slog.Logger
+	// Metrics, when set, counts requests and records.
+	Metrics *Metrics
+}
+
+// Handler serves the sync protocol for one Service.
+type Handler struct {
+	svc  *server.Service
+	opts Options
+	mux  *http.ServeMux
+	log  *slog.Logger
+
+	closing closer
+}
+
+// NewHandler returns the HTTP handler of svc: POST /api/sync/pull, POST
+// /api/sync/push, GET and POST /sync, GET /api/sync/events (live updates) and
+// GET /healthz.
+func NewHandler(svc *server.Service, opts Options) *Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	h := &Handler{svc: svc, opts: opts, mux: http.NewServeMux(), log: opts.Logger, closing: closer{ch: make(chan struct{})}}
+	h.mux.HandleFunc("/api/sync/pull", h.only("POST", h.pullPost))
+	h.mux.HandleFunc("/api/sync/push", h.only("POST", h.pushPost))
+	h.mux.HandleFunc("/sync", h.syncDocs)
+	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
+	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
+	})
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: 200}
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+			if !sw.wrote {
+				h.fail(sw, r, fmt.Errorf("panic: %v", p))
+			}
+		}
+		d := time.Since(start)
+		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
+		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
+	}()
+	h.mux.ServeHTTP(sw, r)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+	n      int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	n, err := s.ResponseWriter.Write(b)
+	s.n += int64(n)
+	return n, err
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (h *Handler) only(method string, fn http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			h.fail(w, r, melonsync.Errorf(melonsync.EMethodNotAllowed, "%s is not allowed on %s; use %s", r.Method, r.URL.Path, method))
+			return
+		}
+		fn(w, r)
+	}
+}
+
+// StatusFor maps an error code to its HTTP status.
+func StatusFor(code string) int {
+	switch code {
+	case melonsync.EInvalid:
+		return http.StatusBadRequest
+	case melonsync.EUnauthorized:
+		return http.StatusUnauthorized
+	case melonsync.EForbidden:
+		return http.StatusForbidden
+	case melonsync.ENotFound:
+		return http.StatusNotFound
+	case melonsync.EMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case melonsync.EConflict:
+		return http.StatusConflict
+	case melonsync.ETooLarge:
+		return http.StatusRequestEntityTooLarge
+	case melonsync.EUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// fail writes err as {"error": {...}}. Internal errors are logged here, once, and
+// shown only as "internal error".
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var e *melonsync.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			return // the client went away
+		}
+		code := melonsync.EInternal
+		msg := "internal error"
+		if isUnavailable(err) {
+			code, msg = melonsync.EUnavailable, "the database is not reachable; try again later"
+		}
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err.Error())
+		e = &melonsync.Error{Code: code, Message: msg}
+	}
+	if e.Code == melonsync.EUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="melonsync"`)
+	}
+	if e.Code == melonsync.EUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	body := struct {
+		Error *melonsync.Error `json:"error"`
+	}{e}
+	writeJSON(w, r, StatusFor(e.Code), body)
+}
+
+func isUnavailable(err error) bool {
+	if errors.Is(err, melonsync.ErrUnavailable) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := h.svc.Store().Ping(ctx); err != nil {
+		h.log.Error("health check failed", "err", err.Error())
+		h.fail(w, r, melonsync.Errorf(melonsync.EUnavailable, "the store does not answer"))
+		return
+	}
+	writeJSON(w, r, 200, map[string]any{"ok": true})
+}
+
+// caller authenticates r and reads the protocol headers.
+func (h *Handler) caller(r *http.Request) (server.Caller, error) {
+	user, err := h.opts.Auth.Verify(r.Header.Get("Authorization"))
+	if err != nil {
+		return server.Caller{}, err
+	}
+	c := server.Caller{User: user, Device: r.Header.Get(melonsync.HeaderDevice)}
+	if c.Device != "" && !server.ValidID(c.Device) {
+		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
+	}
+	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))
+	return c, nil
+}
+
+// readBody reads the whole body (gunzipping it when Content-Encoding says gzip) up to
+// the limit. A body over the limit is drained (up to a bound) before the 413 is sent,
+// so that the client reads the answer instead of a reset connection.
+func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+	limit := h.opts.MaxBodyBytes
+	if r.ContentLength > limit*4 {
+		return nil, tooLarge(limit)
+	}
+	var src io.Reader = r.Body
+	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))) {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return nil, melonsync.Errorf(melonsync.EInvalid, "body is not valid gzip")
+		}
+		defer zr.Close()
+		src = zr
+	default:
+		return nil, melonsync.Errorf(melonsync.EInvalid, "unsupported Content-Encoding %q (use gzip or none)", r.Header.Get("Content-Encoding"))
+	}
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(src, limit+1))
+	if err != nil {
+		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, melonsync.Errorf(melonsync.EInvalid, "body is not valid gzip or was cut short")
+		}
+		return nil, melonsync.Errorf(melonsync.EInvalid, "could not read the body: %v", err)
+	}
+	if n > limit {
+		io.Copy(io.Discard, io.LimitReader(r.Body, limit*4))
+		return nil, tooLarge(limit)
+	}
+	return buf.Bytes(), nil
+}
+
+func tooLarge(limit int64) error {
+	return &melonsync.Error{Code: melonsync.ETooLarge, Message: fmt.Sprintf("body is larger than the limit of %d bytes", limit),
+		Details: map[string]any{"limit": limit}}
+}
+
+func (h *Handler) pullPost(w http.ResponseWriter, r *http.Request) {
+	c, err := h.caller(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	body, err := h.readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	p, err := server.DecodePull(body)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.pull(w, r, c, p)
+}
+
+func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
+	out := newResponse(w, r)
+	if err := h.svc.Pull(r.Context(), c, p, out); err != nil {
+		if out.started {
+			// Headers are gone: cut the stream so the client sees a broken body.
+			h.log.Error("pull failed mid-stream", "err", err.Error())
+			panic(http.ErrAbortHandler)
+		}
+		h.fail(w, r, err)
+		return
+	}
+	if err := out.Close(); err != nil {
+		h.log.Warn("pull: writing the answer failed", "err", err.Error())
+	}
+}
+
+func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
+	c, err := h.caller(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	body, err := h.readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	p, err := server.DecodePush(h.svc.Schema(), body)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.push(w, r, c, p)
+}
+
+func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, p *server.PushParams) {
+	resp, err := h.svc.Push(r.Context(), c, p)
+	if err != nil {
+		if me := new(melonsync.Error); errors.As(err, &me) && me.Code == melonsync.EConflict {
+			n := 0
+			for _, ids := range me.Details["conflicts"].(map[string][]string) {
+				n += len(ids)
+			}
+			h.opts.Metrics.count("conflict", n)
+		}
+		h.fail(w, r, err)
+		return
+	}
+	if m := h.opts.Metrics; m != nil {
+		for _, tp := range p.Tables {
+			m.count("created", len(tp.Created))
+			m.count("updated", len(tp.Updated))
+			m.count("deleted", len(tp.Deleted))
+		}
+		for _, ids := range resp.RejectedIDs {
+			m.count("rejected", len(ids))
+		}
+	}
+	writeJSON(w, r, 200, resp)
+}
+
+// syncDocs serves the form of WatermelonDB's docs: GET /sync?last_pulled_at=…
+// &schema_version=…&migration=… and POST /sync?last_pulled_at=… with Changes.
+func (h *Handler) syncDocs(w http.ResponseWriter, r *http.Request) {
+	if r.Method != "GET" && r.Method != "POST" {
+		w.Header().Set("Allow", "GET, POST")
+		h.fail(w, r, melonsync.Errorf(melonsync.EMethodNotAllowed, "%s is not allowed on /sync; use GET or POST", r.Method))
+		return
+	}
+	c, err := h.caller(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	lpa, isNull, err := server.ParseTimestamp(q.Get("last_pulled_at"))
+	if err != nil {
+		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at must be empty, null or a non-negative integer"))
+		return
+	}
+	if r.Method == "GET" {
+		p := server.PullParams{LastPulledAt: lpa}
+		if sv := q.Get("schema_version"); sv != "" && sv != "null" && sv != "undefined" {
+			n, err := strconv.Atoi(sv)
+			if err != nil || n < 1 {
+				h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "schema_version must be a positive integer"))
+				return
+			}
+			p.SchemaVersion = n
+		}
+		if m := q.Get("migration"); m != "" && m != "null" && m != "undefined" {
+			mig, err := server.DecodeMigration([]byte(m))
+			if err != nil {
+				h.fail(w, r, err)
+				return
+			}
+			p.Migration = mig
+		}
+		h.pull(w, r, c, p)
+		return
+	}
+	if isNull {
+		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at is required to push"))
+		return
+	}
+	body, err := h.readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	p, err := server.DecodeChanges(h.svc.Schema(), body)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	p.LastPulledAt = lpa
+	h.push(w, r, c, p)
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: every package, SQLite always, PostgreSQL too.
+# PostgreSQL: uses $MELONSYNC_TEST_POSTGRES, or a local server on 127.0.0.1:5432
+# (started if it is installed but stopped; database melonsync_test created if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${MELONSYNC_TEST_POSTGRES:-}" ]; then
+  if command -v pg_isready >/dev/null 2>&1; then
+    if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && command -v pg_ctlcluster >/dev/null 2>&1; then
+      for v in $(ls /etc/postgresql 2>/dev/null); do
+        pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+      done
+      for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && break; sleep 1; done
+    fi
+    if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+      psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'melonsync_test'" | grep -q 1 ||
+        psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE melonsync_test"
+      export MELONSYNC_TEST_POSTGRES="postgres://postgres@127.0.0.1:5432/melonsync_test?sslmode=disable"
+    fi
+  fi
+fi
+if [ -n "${MELONSYNC_TEST_POSTGRES:-}" ]; then
+  echo "PostgreSQL tests: on"
+else
+  echo "PostgreSQL tests: off (no server found; set MELONSYNC_TEST_POSTGRES)"
+fi
+
+go vet ./...
+go test -count=1 -timeout 25m "$@" ./...

@@ -1,0 +1,325 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/schema"
+)
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidID reports whether id may be a record id: ^[A-Za-z0-9_.-]{1,64}$.
+func ValidID(id string) bool { return idRE.MatchString(id) }
+
+func invalid(format string, args ...any) *melonsync.Error {
+	return melonsync.Errorf(melonsync.EInvalid, format, args...)
+}
+
+// forbiddenKey reports keys that must never be used as names: they would poison
+// JavaScript objects on the way back to clients.
+func forbiddenKey(k string) bool {
+	return k == "__proto__" || k == "constructor" || k == "prototype" || strings.HasPrefix(k, "__")
+}
+
+// PushParams is a validated push: records sanitized per the schema.
+type PushParams struct {
+	LastPulledAt int64
+	Tables       []TablePush
+}
+
+// TablePush holds the pushed changes of one table.
+type TablePush struct {
+	Table   *schema.Table
+	Created []PushedRecord
+	Updated []PushedRecord
+	Deleted []string
+}
+
+// PushedRecord is one pushed record: a value for every column of the table and which
+// columns the record carried (a missing column keeps the server's value).
+type PushedRecord struct {
+	ID     string
+	Values []any
+	Set    []bool
+}
+
+// DecodePush validates and decodes a push body {"changes": …, "lastPulledAt": n}.
+// It fails with invalid_request, naming the problem, for a broken shape; it never
+// fails for sloppy values, which are sanitized as WatermelonDB's sanitizedRaw does.
+func DecodePush(s *schema.Schema, body []byte) (*PushParams, error) {
+	var top map[string]json.RawMessage
+	if err := unmarshalObject(body, &top); err != nil {
+		return nil, invalid("body: %v", err)
+	}
+	raw, ok := top["lastPulledAt"]
+	if !ok {
+		return nil, invalid("lastPulledAt is required")
+	}
+	lpa, isNull, err := DecodeTimestamp(raw)
+	if err != nil || isNull {
+		return nil, invalid("lastPulledAt must be a non-negative integer")
+	}
+	changes, ok := top["changes"]
+	if !ok {
+		return nil, invalid("changes is required")
+	}
+	p, err := DecodeChanges(s, changes)
+	if err != nil {
+		return nil, err
+	}
+	p.LastPulledAt = lpa
+	return p, nil
+}
+
+// DecodeTimestamp decodes a JSON lastPulledAt: null, or an integer 0 ≤ n < 2^53.
+func DecodeTimestamp(raw json.RawMessage) (n int64, isNull bool, err error) {
+	raw = bytes.TrimSpace(raw)
+	if string(raw) == "null" {
+		return 0, true, nil
+	}
+	var f float64
+	if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &f) != nil {
+		return 0, false, fmt.Errorf("not a number")
+	}
+	if f < 0 || f != math.Trunc(f) || f >= 1<<53 {
+		return 0, false, fmt.Errorf("not a non-negative integer")
+	}
+	return int64(f), false, nil
+}
+
+// ParseTimestamp parses a lastPulledAt from a URL query: "", "null" and "undefined"
+// mean null.
+func ParseTimestamp(s string) (n int64, isNull bool, err error) {
+	switch s {
+	case "", "null", "undefined":
+		return 0, true, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 || v >= 1<<53 {
+		return 0, false, fmt.Errorf("not a non-negative integer")
+	}
+	return v, false, nil
+}
+
+// DecodeChanges validates and decodes a Changes object.
+func DecodeChanges(s *schema.Schema, raw json.RawMessage) (*PushParams, error) {
+	var tables map[string]json.RawMessage
+	if err := unmarshalObject(raw, &tables); err != nil {
+		return nil, invalid("changes must be an object of tables: %v", err)
+	}
+	p := &PushParams{}
+	seen := map[string]bool{}
+	names := make([]string, 0, len(tables))
+	for name := range tables {
+		names = append(names, name)
+	}
+	// Apply tables in schema order so that every push locks in the same order.
+	for _, t := range s.Tables {
+		rt, ok := tables[t.Name]
+		if !ok {
+			continue
+		}
+		delete(tables, t.Name)
+		tp, err := decodeTableChanges(t, rt, seen)
+		if err != nil {
+			return nil, err
+		}
+		if len(tp.Created)+len(tp.Updated)+len(tp.Deleted) > 0 {
+			p.Tables = append(p.Tables, tp)
+		}
+	}
+	for name := range tables {
+		if forbiddenKey(name) {
+			return nil, invalid("changes: %q is not allowed as a table name", name)
+		}
+		return nil, invalid("changes: unknown table %q", truncate(name))
+	}
+	return p, nil
+}
+
+func decodeTableChanges(t *schema.Table, raw json.RawMessage, seen map[string]bool) (TablePush, error) {
+	tp := TablePush{Table: t}
+	var parts map[string]json.RawMessage
+	if err := unmarshalObject(raw, &parts); err != nil {
+		return tp, invalid("changes.%s must be an object with created, updated and deleted: %v", t.Name, err)
+	}
+	for k := range parts {
+		if k != "created" && k != "updated" && k != "deleted" {
+			return tp, invalid("changes.%s: unexpected key %q (expected created, updated, deleted)", t.Name, truncate(k))
+		}
+	}
+	for _, kind := range []string{"created", "updated"} {
+		var items []json.RawMessage
+		if r, ok := parts[kind]; ok && string(bytes.TrimSpace(r)) != "null" {
+			if err := unmarshalArray(r, &items); err != nil {
+				return tp, invalid("changes.%s.%s must be an array of records: %v", t.Name, kind, err)
+			}
+		}
+		recs := make([]PushedRecord, 0, len(items))
+		for i, item := range items {
+			rec, err := decodeRecord(t, item)
+			if err != nil {
+				return tp, invalid("changes.%s.%s[%d]: %v", t.Name, kind, i, err)
+			}
+			if seen[t.Name+"\x00"+rec.ID] {
+				return tp, invalid("changes.%s: id %q appears more than once", t.Name, rec.ID)
+			}
+			seen[t.Name+"\x00"+rec.ID] = true
+			recs = append(recs, rec)
+		}
+		if kind == "created" {
+			tp.Created = recs
+		} else {
+			tp.Updated = recs
+		}
+	}
+	if r, ok := parts["deleted"]; ok && string(bytes.TrimSpace(r)) != "null" {
+		var ids []json.RawMessage
+		if err := unmarshalArray(r, &ids); err != nil {
+			return tp, invalid("changes.%s.deleted must be an array of ids: %v", t.Name, err)
+		}
+		for i, rawID := range ids {
+			var id string
+			if err := json.Unmarshal(rawID, &id); err != nil || bytes.TrimSpace(rawID)[0] != '"' {
+				return tp, invalid("changes.%s.deleted[%d] must be a string id", t.Name, i)
+			}
+			if !ValidID(id) {
+				return tp, invalid("changes.%s.deleted[%d]: invalid id %q (expected ^[A-Za-z0-9_.-]{1,64}$)", t.Name, i, truncate(id))
+			}
+			if seen[t.Name+"\x00"+id] {
+				return tp, invalid("changes.%s: id %q appears more than once", t.Name, id)
+			}
+			seen[t.Name+"\x00"+id] = true
+			tp.Deleted = append(tp.Deleted, id)
+		}
+	}
+	return tp, nil
+}
+
+func decodeRecord(t *schema.Table, raw json.RawMessage) (PushedRecord, error) {
+	var m map[string]any
+	if err := unmarshalObject(raw, &m); err != nil {
+		return PushedRecord{}, fmt.Errorf("a record must be an object")
+	}
+	id, ok := m["id"].(string)
+	if !ok {
+		return PushedRecord{}, fmt.Errorf("a record needs a string id")
+	}
+	if !ValidID(id) {
+		return PushedRecord{}, fmt.Errorf("invalid id %q (expected ^[A-Za-z0-9_.-]{1,64}$)", truncate(id))
+	}
+	for k := range m {
+		if forbiddenKey(k) {
+			return PushedRecord{}, fmt.Errorf("key %q is not allowed", truncate(k))
+		}
+	}
+	rec := PushedRecord{ID: id, Values: make([]any, len(t.Columns)), Set: make([]bool, len(t.Columns))}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		v, ok := m[c.Name]
+		if !ok {
+			rec.Values[i] = c.Default()
+			continue
+		}
+		rec.Values[i] = c.Sanitize(v)
+		rec.Set[i] = true
+	}
+	return rec, nil
+}
+
+func unmarshalObject(raw []byte, v any) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return fmt.Errorf("expected a JSON object")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("malformed JSON: %s", jsonErr(err))
+	}
+	return nil
+}
+
+func unmarshalArray(raw []byte, v any) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return fmt.Errorf("expected a JSON array")
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("malformed JSON: %s", jsonErr(err))
+	}
+	return nil
+}
+
+func jsonErr(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "json: ")
+	return truncate(s)
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// DecodePull validates a pull body {"lastPulledAt", "schemaVersion", "migration"}.
+// An empty body is a first sync.
+func DecodePull(body []byte) (PullParams, error) {
+	var p PullParams
+	if len(bytes.TrimSpace(body)) == 0 {
+		return p, nil
+	}
+	var top map[string]json.RawMessage
+	if err := unmarshalObject(body, &top); err != nil {
+		return p, invalid("body: %v", err)
+	}
+	if raw, ok := top["lastPulledAt"]; ok {
+		n, _, err := DecodeTimestamp(raw)
+		if err != nil {
+			return p, invalid("lastPulledAt must be null or a non-negative integer")
+		}
+		p.LastPulledAt = n
+	}
+	if raw, ok := top["schemaVersion"]; ok && string(bytes.TrimSpace(raw)) != "null" {
+		n, _, err := DecodeTimestamp(raw)
+		if err != nil || n < 1 || n > math.MaxInt32 {
+			return p, invalid("schemaVersion must be a positive integer")
+		}
+		p.SchemaVersion = int(n)
+	}
+	if raw, ok := top["migration"]; ok {
+		m, err := DecodeMigration(raw)
+		if err != nil {
+			return p, err
+		}
+		p.Migration = m
+	}
+	return p, nil
+}
+
+// DecodeMigration validates a pull's "migration" (null or {from, tables, columns}).
+func DecodeMigration(raw json.RawMessage) (*melonsync.Migration, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var m melonsync.Migration
+	if raw[0] != '{' {
+		return nil, invalid("migration must be null or an object {from, tables, columns}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&m); err != nil {
+		return nil, invalid("migration must be null or an object {from, tables, columns}: %s", jsonErr(err))
+	}
+	if m.From < 1 {
+		return nil, invalid("migration.from must be a positive integer")
+	}
+	return &m, nil
+}

@@ -1,0 +1,222 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/schema"
+)
+
+// Service applies the sync protocol's rules to a Store for one schema.
+type Service struct {
+	store  Store
+	schema *schema.Schema
+	feed   Feed
+}
+
+// New returns a Service over store for schema s. The store must have been prepared
+// for s (Store.Prepare).
+func New(store Store, s *schema.Schema) *Service {
+	return &Service{store: store, schema: s}
+}
+
+// Schema returns the schema the service serves.
+func (s *Service) Schema() *schema.Schema { return s.schema }
+
+// Store returns the service's store.
+func (s *Service) Store() Store { return s.store }
+
+// Caller is who sends a request.
+type Caller struct {
+	// User is the authenticated user id (the JWT's sub).
+	User string
+	// Device is the X-Melon-Device header ("" when absent).
+	Device string
+	// CreatedAsUpdated is the X-Melon-Send-Created-As-Updated header.
+	CreatedAsUpdated bool
+}
+
+// PullParams is a validated pull request.
+type PullParams struct {
+	// LastPulledAt is 0 for a first sync.
+	LastPulledAt int64
+	// SchemaVersion is the client's schema version (the server's when not sent).
+	SchemaVersion int
+	// Migration lists what the client's schema gained since its last sync (nil: none).
+	Migration *melonsync.Migration
+}
+
+// Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
+// streaming it from one consistent snapshot of the store. Errors: invalid_request for
+// a schema version the server cannot serve; internal for store failures.
+func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer) error {
+	if c.User == "" {
+		return melonsync.Errorf(melonsync.EUnauthorized, "no user")
+	}
+	sv := p.SchemaVersion
+	if sv <= 0 || sv > s.schema.Version {
+		sv = s.schema.Version
+	}
+	migTables := map[string]bool{}
+	migColumns := map[string][]schema.Column{}
+	if m := p.Migration; m != nil {
+		for _, name := range m.Tables {
+			if t := s.schema.Table(name); t != nil && t.Since <= sv {
+				migTables[name] = true
+			}
+		}
+		for _, mc := range m.Columns {
+			t := s.schema.Table(mc.Table)
+			if t == nil || t.Since > sv {
+				continue
+			}
+			for _, name := range mc.Columns {
+				if col := t.Column(name); col != nil && col.Since <= sv {
+					migColumns[t.Name] = append(migColumns[t.Name], *col)
+				}
+			}
+		}
+	}
+	enc := newEncoder(w)
+	err := s.store.Read(ctx, func(tx ReadTx) error {
+		clock, err := tx.Clock()
+		if err != nil {
+			return err
+		}
+		since := p.LastPulledAt
+		strategy := ""
+		if since > clock {
+			// A lastPulledAt this server never handed out (say, the database was
+			// restored from a backup): only a replacement answer is correct.
+			strategy = melonsync.StrategyReplacement
+		} else if since > 0 {
+			purged, err := tx.PurgedThrough()
+			if err != nil {
+				return err
+			}
+			if since < purged {
+				strategy = melonsync.StrategyReplacement
+			}
+		}
+		enc.raw(`{"changes":{`)
+		for i, t := range s.schema.TablesAt(sv) {
+			if i > 0 {
+				enc.byte(',')
+			}
+			enc.str(t.Name)
+			enc.raw(`:`)
+			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
+				return err
+			}
+			if enc.err != nil {
+				return enc.err
+			}
+		}
+		enc.raw(`},"timestamp":`)
+		enc.int(clock)
+		if strategy != "" {
+			enc.raw(`,"experimentalStrategy":`)
+			enc.str(strategy)
+		}
+		enc.raw("}")
+		return enc.flush()
+	})
+	if err != nil && !errors.As(err, new(*melonsync.Error)) {
+		return fmt.Errorf("pull: %w", err)
+	}
+	return err
+}
+
+// pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.
+func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+	owner := Filter{Owner: c.User}
+	// whole: every live record is sent (first sync, replacement, new table).
+	whole := since == 0 || replacement || migTable
+	// isCreated applies SPEC §3 pull rule 4 to a live row.
+	isCreated := func(r *Row) bool {
+		if since == 0 || migTable {
+			return true
+		}
+		if r.CreatedVersion <= since {
+			return false
+		}
+		if c.Device != "" {
+			return r.CreatedDevice != c.Device
+		}
+		// Without a device, records this user created are "updated"; every record
+		// a user reads is one they own, which they created.
+		return false
+	}
+	live := owner
+	if !whole {
+		live.After = since
+	}
+	writeRows := func(created bool) error {
+		first := true
+		return tx.Scan(t, cols, live, func(r *Row) error {
+			if !c.CreatedAsUpdated && isCreated(r) != created {
+				return nil
+			}
+			if !first {
+				enc.byte(',')
+			}
+			first = false
+			enc.record(r, cols)
+			return enc.err
+		})
+	}
+	enc.raw(`{"created":[`)
+	if !c.CreatedAsUpdated {
+		if err := writeRows(true); err != nil {
+			return err
+		}
+	}
+	enc.raw(`],"updated":[`)
+	if c.CreatedAsUpdated || !(since == 0 || migTable) {
+		if err := writeRows(false); err != nil {
+			return err
+		}
+	}
+	if len(migCols) > 0 && !whole {
+		// Records the client already had, whose new columns hold something.
+		f := owner
+		f.Through = since
+		f.NonDefault = migCols
+		first := enc.lastWas('[')
+		err := tx.Scan(t, cols, f, func(r *Row) error {
+			if first {
+				first = false
+			} else {
+				enc.byte(',')
+			}
+			enc.record(r, cols)
+			return enc.err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	enc.raw(`],"deleted":[`)
+	if since > 0 && !migTable && !replacement {
+		f := owner
+		f.Deleted = true
+		f.After = since
+		first := true
+		err := tx.Scan(t, nil, f, func(r *Row) error {
+			if !first {
+				enc.byte(',')
+			}
+			first = false
+			enc.str(r.ID)
+			return enc.err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	enc.raw(`]}`)
+	return nil
+}

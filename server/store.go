@@ -1,0 +1,127 @@
+// Package server implements the rules of WatermelonDB's sync protocol over a Store:
+// what a pull returns, what a push may change, conflicts, per-user scoping and the
+// sanitizing of pushed values. Transport (HTTP) and storage (SQLite, PostgreSQL) live
+// in their own packages.
+package server
+
+import (
+	"context"
+
+	"github.com/melonsync/melonsync/schema"
+)
+
+// Store keeps the synced tables and the metadata sync needs: for each record its
+// owner, the version of its last change, the device that made it, when and by which
+// device it was created, and whether it is a tombstone.
+//
+// Versions are positive integers below 2^53 handed out in commit order: a snapshot
+// that sees version v sees every change with a version ≤ v.
+type Store interface {
+	// Prepare creates or upgrades the tables of s (adding tables and columns, never
+	// dropping data). It is called once at start, before any Read or Write.
+	Prepare(ctx context.Context, s *schema.Schema) error
+	// Read runs fn in one consistent snapshot of all tables.
+	Read(ctx context.Context, fn func(ReadTx) error) error
+	// Write runs fn in one transaction, committed only when fn returns nil.
+	Write(ctx context.Context, fn func(WriteTx) error) error
+	// Secret returns the server's JWT signing secret, generating and keeping one on
+	// first use.
+	Secret(ctx context.Context) ([]byte, error)
+	// PurgeTombstones removes tombstones whose version is ≤ before and remembers the
+	// newest version it removed: an incremental pull from before that version is no
+	// longer possible (it gets a replacement answer). It returns how many tombstones
+	// were removed.
+	PurgeTombstones(ctx context.Context, before int64) (int64, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}
+
+// ReadTx reads one snapshot.
+type ReadTx interface {
+	// Clock returns the highest version committed in this snapshot (the store's
+	// starting clock when nothing was ever written).
+	Clock() (int64, error)
+	// PurgedThrough returns the version through which tombstones may have been purged
+	// (0 when never).
+	PurgedThrough() (int64, error)
+	// Scan calls fn for every row of t that matches f, with Values holding the
+	// columns cols in order. The Row passed to fn is reused between calls.
+	Scan(t *schema.Table, cols []schema.Column, f Filter, fn func(*Row) error) error
+}
+
+// WriteTx is one write transaction.
+type WriteTx interface {
+	ReadTx
+	// Lookup returns the metadata of the rows of t with the given ids (tombstones
+	// included); ids that do not exist are absent from the map.
+	Lookup(t *schema.Table, ids []string) (map[string]Meta, error)
+	// Version returns the version of this transaction's writes, allocating it on the
+	// first call. It is greater than every version committed before.
+	Version() (int64, error)
+	// Apply performs ops on t with this transaction's version.
+	Apply(t *schema.Table, ops []Op) error
+}
+
+// Filter selects rows for Scan.
+type Filter struct {
+	// Owner restricts rows to those this user owns.
+	Owner string
+	// Deleted selects tombstones (whose Values are not read) instead of live rows.
+	Deleted bool
+	// After keeps rows whose version is > After (0: no lower bound).
+	After int64
+	// Through keeps rows whose version is ≤ Through (0: no upper bound).
+	Through int64
+	// NonDefault, when not empty, keeps rows where at least one of these columns holds
+	// something other than the column's default value.
+	NonDefault []schema.Column
+}
+
+// Row is one record as read by Scan.
+type Row struct {
+	ID     string
+	Values []any // string, float64, bool or nil; aligned with the scanned columns
+	// Version is the version of the last change; CreatedVersion of the creation.
+	Version        int64
+	CreatedVersion int64
+	// CreatedDevice is the device that pushed the creation ("" when unknown).
+	CreatedDevice string
+}
+
+// Meta is what a push needs to know about an existing row.
+type Meta struct {
+	Owner   string
+	Version int64
+	Deleted bool
+	// Device made the last change ("" when unknown).
+	Device string
+}
+
+// OpKind says what an Op does.
+type OpKind int
+
+// Op kinds.
+const (
+	// OpInsert writes a whole new row, replacing a tombstone with the same id if any.
+	OpInsert OpKind = iota
+	// OpUpdate sets some columns of a live row.
+	OpUpdate
+	// OpDelete turns a live row into a tombstone.
+	OpDelete
+)
+
+// Op is one change to apply.
+type Op struct {
+	Kind OpKind
+	ID   string
+	// Values holds a value for each column of the table (OpInsert, OpUpdate).
+	Values []any
+	// Set says which Values an OpUpdate writes; OpInsert writes them all.
+	Set []bool
+	// Owner of a new row (OpInsert).
+	Owner string
+	// Device that makes the change ("" when unknown).
+	Device string
+}

@@ -1,0 +1,606 @@
+// Package sqlite is melonsync's SQLite layer: the server's default store (one file,
+// no set-up) and the driver settings every SQLite file of ours uses.
+//
+// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes
+// are serialized and versions are handed out in commit order; a small pool of
+// read-only connections, each pull reading one snapshot.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/server"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+var _ server.Store = (*Store)(nil)
+
+// Store is the server store on one SQLite file.
+type Store struct {
+	path   string
+	writer *sql.DB
+	reader *sql.DB
+
+	mu     sync.RWMutex
+	schema *schema.Schema
+
+	// Now returns the current time; versions are milliseconds since the epoch,
+	// bumped to stay strictly increasing.
+	Now func() time.Time
+}
+
+// DSN returns the data source name of path with melonsync's settings: WAL, a busy
+// timeout, full fsync on commit and foreign keys on. txlock is "immediate" for the
+// writer connection and "deferred" for readers.
+func DSN(path, txlock string) string {
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Set("_txlock", txlock)
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the store in the SQLite file at path and brings
+// our own tables up to date. Call Prepare with the schema before serving.
+func Open(path string) (*Store, error) {
+	w, err := sql.Open("sqlite", DSN(path, "immediate"))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	r, err := sql.Open("sqlite", DSN(path, "deferred"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s := &Store{path: path, writer: w, reader: r, Now: time.Now}
+	if err := s.migrate(context.Background()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate creates our own tables.
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	defer tx.Rollback()
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS "__melon_meta" ("key" TEXT PRIMARY KEY NOT NULL, "value" TEXT NOT NULL)`,
+		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('store_version', '1')`,
+		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('clock', '` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `')`,
+		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('purged_through', '0')`,
+	}
+	for _, q := range stmts {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// Close closes the store's connections.
+func (s *Store) Close() error {
+	err1 := s.reader.Close()
+	err2 := s.writer.Close()
+	return errors.Join(err1, err2)
+}
+
+// Ping checks that the file can be read.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	return s.reader.QueryRowContext(ctx, `SELECT 1`).Scan(&n)
+}
+
+func quote(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }
+
+func sqlType(t schema.Type) string {
+	switch t {
+	case schema.String:
+		return "TEXT"
+	case schema.Number:
+		return "REAL"
+	default:
+		return "INTEGER"
+	}
+}
+
+// Prepare creates the tables of sch and adds columns that are missing. Our own columns
+// start with "__", which no schema name may.
+func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	defer tx.Rollback()
+	for _, t := range sch.Tables {
+		q := quote(t.Name)
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+q+` (
+			"id" TEXT PRIMARY KEY NOT NULL,
+			"__owner" TEXT NOT NULL,
+			"__version" INTEGER NOT NULL,
+			"__created_version" INTEGER NOT NULL,
+			"__created_device" TEXT NOT NULL DEFAULT '',
+			"__device" TEXT NOT NULL DEFAULT '',
+			"__deleted" INTEGER NOT NULL DEFAULT 0)`)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
+		}
+		have := map[string]bool{}
+		rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, t.Name)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
+		}
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				rows.Close()
+				return err
+			}
+			have[n] = true
+		}
+		rows.Close()
+		for _, c := range t.Columns {
+			if have[c.Name] {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE `+q+` ADD COLUMN `+quote(c.Name)+` `+sqlType(c.Type)); err != nil {
+				return fmt.Errorf("sqlite: prepare %s.%s: %w", t.Name, c.Name, err)
+			}
+		}
+		idx := []string{
+			`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`,
+		}
+		for _, c := range t.Columns {
+			if c.IsIndexed {
+				idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)
+			}
+		}
+		for _, stmt := range idx {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	s.mu.Lock()
+	s.schema = sch
+	s.mu.Unlock()
+	return nil
+}
+
+// Secret returns the JWT secret kept in the file, generating it on first use.
+func (s *Store) Secret(ctx context.Context) ([]byte, error) {
+	var v string
+	err := s.reader.QueryRowContext(ctx, `SELECT "value" FROM "__melon_meta" WHERE "key" = 'jwt_secret'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		buf := make([]byte, 32)
+		if _, err := rand.Read(buf); err != nil {
+			return nil, err
+		}
+		if _, err := s.writer.ExecContext(ctx, `INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('jwt_secret', ?)`, hex.EncodeToString(buf)); err != nil {
+			return nil, fmt.Errorf("sqlite: secret: %w", err)
+		}
+		err = s.writer.QueryRowContext(ctx, `SELECT "value" FROM "__melon_meta" WHERE "key" = 'jwt_secret'`).Scan(&v)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: secret: %w", err)
+	}
+	return hex.DecodeString(v)
+}
+
+// Read runs fn in one read transaction (one WAL snapshot).
+func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
+	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("sqlite: begin read: %w", err)
+	}
+	defer tx.Rollback()
+	rt := &readTx{ctx: ctx, tx: tx}
+	// The snapshot starts at the first read: take it now, so everything fn reads
+	// (the clock included) comes from the same snapshot.
+	if _, err := rt.Clock(); err != nil {
+		return err
+	}
+	return fn(rt)
+}
+
+// Write runs fn in one IMMEDIATE transaction on the writer connection.
+func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin write: %w", err)
+	}
+	defer tx.Rollback()
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx}, now: s.Now}
+	defer wt.close()
+	if err := fn(wt); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return nil
+}
+
+// PurgeTombstones deletes tombstones with a version ≤ before.
+func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error) {
+	s.mu.RLock()
+	sch := s.schema
+	s.mu.RUnlock()
+	if sch == nil {
+		return 0, errors.New("sqlite: purge: store not prepared")
+	}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var n, newest int64
+	for _, t := range sch.Tables {
+		// Only versions of tombstones really purged make older pulls impossible.
+		var top sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT max("__version") FROM `+quote(t.Name)+` WHERE "__deleted" = 1 AND "__version" <= ?`, before).Scan(&top); err != nil {
+			return 0, fmt.Errorf("sqlite: purge %s: %w", t.Name, err)
+		}
+		if !top.Valid {
+			continue
+		}
+		newest = max(newest, top.Int64)
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+quote(t.Name)+` WHERE "__deleted" = 1 AND "__version" <= ?`, before)
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: purge %s: %w", t.Name, err)
+		}
+		k, _ := res.RowsAffected()
+		n += k
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE "__melon_meta" SET "value" = CAST(max(CAST("value" AS INTEGER), ?) AS TEXT) WHERE "key" = 'purged_through'`, newest); err != nil {
+		return 0, err
+	}
+	return n, tx.Commit()
+}
+
+type readTx struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	clock int64
+}
+
+func (r *readTx) meta(key string) (int64, error) {
+	var v string
+	if err := r.tx.QueryRowContext(r.ctx, `SELECT "value" FROM "__melon_meta" WHERE "key" = ?`, key).Scan(&v); err != nil {
+		return 0, fmt.Errorf("sqlite: read %s: %w", key, err)
+	}
+	return strconv.ParseInt(v, 10, 64)
+}
+
+func (r *readTx) Clock() (int64, error) {
+	if r.clock != 0 {
+		return r.clock, nil
+	}
+	c, err := r.meta("clock")
+	r.clock = c
+	return c, err
+}
+
+func (r *readTx) PurgedThrough() (int64, error) { return r.meta("purged_through") }
+
+// defaultCond returns a condition true when column c holds a non-default value.
+func defaultCond(c schema.Column) string {
+	q := quote(c.Name)
+	if c.IsOptional {
+		return q + ` IS NOT NULL`
+	}
+	switch c.Type {
+	case schema.String:
+		return `(` + q + ` IS NOT NULL AND ` + q + ` <> '')`
+	default:
+		return `(` + q + ` IS NOT NULL AND ` + q + ` <> 0)`
+	}
+}
+
+func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
+	var b strings.Builder
+	b.WriteString(`SELECT "id", "__version", "__created_version", "__created_device"`)
+	if !f.Deleted {
+		for _, c := range cols {
+			b.WriteString(", ")
+			b.WriteString(quote(c.Name))
+		}
+	}
+	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE "__owner" = ? AND "__deleted" = ?`)
+	args := []any{f.Owner, boolInt(f.Deleted)}
+	if f.After > 0 {
+		b.WriteString(` AND "__version" > ?`)
+		args = append(args, f.After)
+	}
+	if f.Through > 0 {
+		b.WriteString(` AND "__version" <= ?`)
+		args = append(args, f.Through)
+	}
+	if len(f.NonDefault) > 0 {
+		conds := make([]string, len(f.NonDefault))
+		for i, c := range f.NonDefault {
+			conds[i] = defaultCond(c)
+		}
+		b.WriteString(` AND (` + strings.Join(conds, " OR ") + `)`)
+	}
+	rows, err := r.tx.QueryContext(r.ctx, b.String(), args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	n := 4
+	if !f.Deleted {
+		n += len(cols)
+	}
+	raw := make([]any, n)
+	ptrs := make([]any, n)
+	for i := range raw {
+		ptrs[i] = &raw[i]
+	}
+	row := &server.Row{Values: make([]any, len(cols))}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
+		}
+		row.ID = asString(raw[0])
+		row.Version = asInt(raw[1])
+		row.CreatedVersion = asInt(raw[2])
+		row.CreatedDevice = asString(raw[3])
+		if !f.Deleted {
+			for i, c := range cols {
+				row.Values[i] = fromSQL(c.Type, raw[4+i])
+			}
+		}
+		if err := fn(row); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+type writeTx struct {
+	readTx
+	now     func() time.Time
+	version int64
+	stmts   map[string]*sql.Stmt
+}
+
+func (w *writeTx) close() {
+	for _, st := range w.stmts {
+		st.Close()
+	}
+}
+
+func (w *writeTx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := w.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := w.tx.PrepareContext(w.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if w.stmts == nil {
+		w.stmts = map[string]*sql.Stmt{}
+	}
+	w.stmts[q] = st
+	return st, nil
+}
+
+func (w *writeTx) Version() (int64, error) {
+	if w.version != 0 {
+		return w.version, nil
+	}
+	clock, err := w.Clock()
+	if err != nil {
+		return 0, err
+	}
+	v := w.now().UnixMilli()
+	if v <= clock {
+		v = clock + 1
+	}
+	if _, err := w.tx.ExecContext(w.ctx, `UPDATE "__melon_meta" SET "value" = ? WHERE "key" = 'clock'`, strconv.FormatInt(v, 10)); err != nil {
+		return 0, fmt.Errorf("sqlite: clock: %w", err)
+	}
+	w.version = v
+	w.clock = v
+	return v, nil
+}
+
+const lookupChunk = 500
+
+func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta, error) {
+	out := make(map[string]server.Meta, len(ids))
+	for start := 0; start < len(ids); start += lookupChunk {
+		end := min(start+lookupChunk, len(ids))
+		chunk := ids[start:end]
+		q := `SELECT "id", "__owner", "__version", "__deleted", "__device" FROM ` + quote(t.Name) +
+			` WHERE "id" IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := w.tx.QueryContext(w.ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: lookup %s: %w", t.Name, err)
+		}
+		for rows.Next() {
+			var id, owner, device string
+			var m server.Meta
+			var deleted int64
+			if err := rows.Scan(&id, &owner, &m.Version, &deleted, &device); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: lookup %s: %w", t.Name, err)
+			}
+			m.Owner, m.Deleted, m.Device = owner, deleted != 0, device
+			out[id] = m
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: lookup %s: %w", t.Name, err)
+		}
+	}
+	return out, nil
+}
+
+func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
+	v, err := w.Version()
+	if err != nil {
+		return err
+	}
+	q := quote(t.Name)
+	var cols, marks, sets strings.Builder
+	for _, c := range t.Columns {
+		cols.WriteString(", " + quote(c.Name))
+		marks.WriteString(", ?")
+		sets.WriteString(", " + quote(c.Name) + " = excluded." + quote(c.Name))
+	}
+	insertSQL := `INSERT INTO ` + q + ` ("id", "__owner", "__version", "__created_version", "__created_device", "__device", "__deleted"` + cols.String() +
+		`) VALUES (?, ?, ?, ?, ?, ?, 0` + marks.String() + `) ON CONFLICT ("id") DO UPDATE SET "__owner" = excluded."__owner", "__version" = excluded."__version", "__created_version" = excluded."__created_version", "__created_device" = excluded."__created_device", "__device" = excluded."__device", "__deleted" = 0` + sets.String()
+	var nulls strings.Builder
+	for _, c := range t.Columns {
+		nulls.WriteString(", " + quote(c.Name) + " = NULL")
+	}
+	deleteSQL := `UPDATE ` + q + ` SET "__deleted" = 1, "__version" = ?, "__device" = ?` + nulls.String() + ` WHERE "id" = ?`
+	for _, op := range ops {
+		var err error
+		switch op.Kind {
+		case server.OpInsert:
+			st, e := w.stmt(insertSQL)
+			if e != nil {
+				return fmt.Errorf("sqlite: insert %s: %w", t.Name, e)
+			}
+			args := make([]any, 0, 6+len(t.Columns))
+			args = append(args, op.ID, op.Owner, v, v, op.Device, op.Device)
+			for i, c := range t.Columns {
+				args = append(args, toSQL(c.Type, op.Values[i]))
+			}
+			_, err = st.ExecContext(w.ctx, args...)
+		case server.OpUpdate:
+			var b strings.Builder
+			b.WriteString(`UPDATE ` + q + ` SET "__version" = ?, "__device" = ?`)
+			args := []any{v, op.Device}
+			for i, c := range t.Columns {
+				if op.Set[i] {
+					b.WriteString(", " + quote(c.Name) + " = ?")
+					args = append(args, toSQL(c.Type, op.Values[i]))
+				}
+			}
+			b.WriteString(` WHERE "id" = ?`)
+			args = append(args, op.ID)
+			st, e := w.stmt(b.String())
+			if e != nil {
+				return fmt.Errorf("sqlite: update %s: %w", t.Name, e)
+			}
+			_, err = st.ExecContext(w.ctx, args...)
+		case server.OpDelete:
+			st, e := w.stmt(deleteSQL)
+			if e != nil {
+				return fmt.Errorf("sqlite: delete %s: %w", t.Name, e)
+			}
+			_, err = st.ExecContext(w.ctx, v, op.Device, op.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: apply %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func toSQL(t schema.Type, v any) any {
+	if b, ok := v.(bool); ok {
+		return boolInt(b)
+	}
+	return v
+}
+
+func fromSQL(t schema.Type, v any) any {
+	if v == nil {
+		return nil
+	}
+	switch t {
+	case schema.Boolean:
+		switch x := v.(type) {
+		case int64:
+			return x != 0
+		case float64:
+			return x != 0
+		case bool:
+			return x
+		}
+		return nil
+	case schema.Number:
+		switch x := v.(type) {
+		case float64:
+			return x
+		case int64:
+			return float64(x)
+		}
+		return nil
+	default:
+		switch x := v.(type) {
+		case string:
+			return x
+		case []byte:
+			return string(x)
+		}
+		return nil
+	}
+}
+
+func asString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	}
+	return ""
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case float64:
+		return int64(x)
+	}
+	return 0
+}
