@@ -164,7 +164,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	}
 	var unsubscribe func()
 	if s.opts.Debounce > 0 {
-		unsubscribe = s.db.Subscribe(tables, func(ChangeEvent) {
+		unsubscribe = s.db.Subscribe(tables, func(ev ChangeEvent) {
+			if !ev.HasLocalChanges() {
+				return // written by a sync: nothing to push
+			}
 			select {
 			case s.local <- struct{}{}:
 			default:

@@ -26,7 +26,15 @@ type ApplyOptions struct {
 	Strategy             string
 	StrategyOverride     map[string]string
 }
-type ChangeEvent struct{ Tables []string }
+type ChangeEvent struct{ Changes []struct{ FromSync bool } }
+
+func (e ChangeEvent) HasLocalChanges() bool { return true }
+func (db *DB) Path() string                 { return "" }
+
+type Condition struct{}
+
+func Where(c ...Condition) Query            { return Query{} }
+func Eq(column string, value any) Condition { return Condition{} }
 
 func Open(path string, s *schema.Schema, opts ...Option) (*DB, error)       { panic("stub") }
 func (db *DB) Close() error                                                 { panic("stub") }
@@ -51,3 +59,5 @@ func (tx *Tx) ApplyRemoteChanges(changes melonsync.Changes, opts ApplyOptions) e
 func (tx *Tx) InsertSynced(table string, rec Record) error                           { panic("stub") }
 func (db *DB) HasUnsyncedChanges(ctx context.Context) (bool, error)                  { panic("stub") }
 func (db *DB) Subscribe(tables []string, fn func(ChangeEvent)) (unsubscribe func())  { panic("stub") }
+
+func (db *DB) GetLocal(ctx context.Context, key string) (string, bool, error) { panic("stub") }

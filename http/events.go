@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
 )
 
 // heartbeat is how often an idle event stream sends a comment, so proxies keep it.
@@ -86,4 +85,3 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
-
