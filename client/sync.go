@@ -13,75 +13,27 @@ import (
 	"github.com/melonsync/melonsync"
 )
 
-// Pull strategies (WatermelonDB's experimentalStrategy).
-const (
-	// StrategyIncremental applies the pulled changes as they are (the default).
-	StrategyIncremental = "incremental"
-	// StrategyReplacement treats the pulled changes as the whole data set: local
-	// records missing from it are destroyed, except records created locally and not
-	// yet pushed.
-	StrategyReplacement = melonsync.StrategyReplacement
-)
-
-// Strategy is how pulled changes are applied: one strategy for every table, or a
-// default with per-table overrides. In JSON it is either a string ("replacement") or
-// {"default": "incremental", "override": {"tasks": "replacement"}}.
-type Strategy struct {
-	Default  string            `json:"default"`
-	Override map[string]string `json:"override,omitempty"`
-}
-
-// For returns the strategy of table.
-func (s *Strategy) For(table string) string {
-	if s == nil {
-		return StrategyIncremental
-	}
-	if o, ok := s.Override[table]; ok && o != "" {
-		return o
-	}
-	if s.Default == "" {
-		return StrategyIncremental
-	}
-	return s.Default
-}
-
-// UnmarshalJSON accepts a strategy string or a {default, override} object.
-func (s *Strategy) UnmarshalJSON(b []byte) error {
+// decodeStrategy reads the experimentalStrategy of a pull answer: a string
+// ("replacement") or {"default": ..., "override": {table: ...}}.
+func decodeStrategy(raw []byte) (Strategy, error) {
 	var str string
-	if err := json.Unmarshal(b, &str); err == nil {
-		*s = Strategy{Default: str}
-		return nil
+	if err := json.Unmarshal(raw, &str); err == nil {
+		return Strategy{Default: str}, nil
 	}
-	type plain Strategy
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return fmt.Errorf("experimentalStrategy must be a string or {default, override}: %w", err)
+	var obj struct {
+		Default  string            `json:"default"`
+		Override map[string]string `json:"override"`
 	}
-	*s = Strategy(p)
-	return nil
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return Strategy{}, invalidData("pull", "invalid pull strategy: experimentalStrategy must be a string or {default, override}")
+	}
+	return Strategy{Default: obj.Default, Override: obj.Override}, nil
 }
 
-// MarshalJSON writes a plain string when there are no overrides.
-func (s Strategy) MarshalJSON() ([]byte, error) {
-	if len(s.Override) == 0 {
-		return json.Marshal(s.Default)
-	}
-	type plain Strategy
-	return json.Marshal(plain(s))
-}
-
-func (s *Strategy) validate() error {
-	if s == nil {
-		return nil
-	}
-	ok := func(v string) bool { return v == "" || v == StrategyIncremental || v == StrategyReplacement }
-	if !ok(s.Default) {
-		return invalidData("pull", "invalid pull strategy %q", s.Default)
-	}
-	for t, v := range s.Override {
-		if v == "" || !ok(v) {
-			return invalidData("pull", "invalid pull strategy %q for table %q", v, t)
-		}
+// checkStrategy returns a typed error for an unknown strategy.
+func checkStrategy(s Strategy) error {
+	if err := s.Validate(); err != nil {
+		return &SyncError{Kind: KindInvalidData, Op: "pull", Message: err.Error(), Err: err}
 	}
 	return nil
 }
@@ -113,8 +65,10 @@ func (a PullArgs) Request() melonsync.PullRequest {
 type PullResult struct {
 	Changes   melonsync.Changes
 	Timestamp int64
-	// Strategy is the server's experimentalStrategy (nil: incremental).
-	Strategy *Strategy
+	// Strategy is the server's experimentalStrategy (zero: incremental). A PullFunc
+	// may also set Strategy.ReplacementScope (WatermelonDB's
+	// experimentalQueryRecordsForReplacement).
+	Strategy Strategy
 	// Extra holds the other top-level keys of the answer, for OnDidPullChanges.
 	Extra map[string]json.RawMessage
 	// Body is the raw JSON answer ({"changes": ..., "timestamp": ...}). Synchronize
@@ -141,7 +95,7 @@ type RemoteChangeInfo struct {
 // PulledInfo is passed to OnDidPullChanges: what the pull returned besides changes.
 type PulledInfo struct {
 	Timestamp int64
-	Strategy  *Strategy
+	Strategy  Strategy
 	Extra     map[string]json.RawMessage
 	// Records is the number of records pulled.
 	Records int
@@ -315,10 +269,10 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 			}
 			res = decoded
 		}
-		if err := res.Strategy.validate(); err != nil {
+		if err := checkStrategy(res.Strategy); err != nil {
 			return false, err
 		}
-		if err := checkRemoteChanges(db, log, res.Changes, opts.SendCreatedAsUpdated); err != nil {
+		if err := checkRemoteChanges(db, res.Changes); err != nil {
 			return false, err
 		}
 		a, b, c := res.Changes.Count()
@@ -449,26 +403,18 @@ func equalPtr(a, b *int64) bool {
 }
 
 // checkRemoteChanges validates pulled records as WatermelonDB's validateRemoteRaw does
-// (an object with a string "id", no "_status" or "_changed") and drops tables the
-// local schema does not have (forward compatibility), noting them in the log.
-func checkRemoteChanges(db *DB, log *SyncLog, changes melonsync.Changes, sendCreatedAsUpdated bool) error {
+// (an object with a valid string "id", no "_status" or "_changed"), so that bad data is
+// an ErrInvalidData before anything is written. Tables the local schema does not have
+// are skipped (forward compatibility; ApplyRemoteChanges notes them).
+func checkRemoteChanges(db *DB, changes melonsync.Changes) error {
 	s := db.Schema()
 	for table, tc := range changes {
-		if s.Table(table) == nil {
-			log.warn("the server sent changes of table %q, which the local schema does not have; skipped", table)
-			delete(changes, table)
+		if s.Table(table) == nil || tc == nil {
 			continue
-		}
-		if tc == nil {
-			delete(changes, table)
-			continue
-		}
-		if sendCreatedAsUpdated && len(tc.Created) > 0 {
-			log.warn("sendCreatedAsUpdated is on, and yet the server sent %d record(s) of %q as created", len(tc.Created), table)
 		}
 		for _, list := range [][]melonsync.RawRecord{tc.Created, tc.Updated} {
 			for _, raw := range list {
-				if err := validateRemoteRaw(table, raw); err != nil {
+				if err := checkRemoteRaw(table, raw); err != nil {
 					return err
 				}
 			}
@@ -482,18 +428,10 @@ func checkRemoteChanges(db *DB, log *SyncLog, changes melonsync.Changes, sendCre
 	return nil
 }
 
-func validateRemoteRaw(table string, raw map[string]any) error {
-	if raw == nil {
-		return invalidData("pull", "invalid raw record supplied to sync (table %q): records must be objects", table)
-	}
-	id, ok := raw["id"].(string)
-	if !ok || id == "" {
-		return invalidData("pull", "invalid raw record supplied to sync (table %q): records must have a string 'id' field", table)
-	}
-	_, hasStatus := raw["_status"]
-	_, hasChanged := raw["_changed"]
-	if hasStatus || hasChanged {
-		return invalidData("pull", "invalid raw record supplied to sync (%s#%s): records must NOT have '_status' or '_changed' fields", table, id)
+// checkRemoteRaw is the database's record check, as a typed error.
+func checkRemoteRaw(table string, raw map[string]any) error {
+	if err := validateRemoteRaw(table, raw); err != nil {
+		return &SyncError{Kind: KindInvalidData, Op: "pull", Message: err.Error(), Err: err}
 	}
 	return nil
 }

@@ -27,16 +27,14 @@ func isEmpty(ctx context.Context, db *DB) (bool, error) {
 	return empty, err
 }
 
-func applyOptions(s *Strategy, opts *SyncOptions) ApplyOptions {
+func applyOptions(s Strategy, opts *SyncOptions) ApplyOptions {
 	ao := ApplyOptions{
+		Strategy:             s,
 		SendCreatedAsUpdated: opts.SendCreatedAsUpdated,
 		ConflictResolver:     opts.ConflictResolver,
 	}
-	if s != nil {
-		ao.Strategy = s.Default
-		ao.StrategyOverride = s.Override
-	}
 	if log := opts.Log; log != nil {
+		ao.OnWarning = func(table, id, message string) { log.warn("%s", message) }
 		ao.OnConflict = func(table string, local, remote, resolved Record) {
 			log.update(func(l *SyncLog) {
 				l.ResolvedConflicts = append(l.ResolvedConflicts, ResolvedConflict{Table: table, Local: local, Remote: remote, Resolved: resolved})

@@ -23,9 +23,25 @@ type ApplyOptions struct {
 	SendCreatedAsUpdated bool
 	ConflictResolver     func(table string, local, remote, resolved Record) Record
 	OnConflict           func(table string, local, remote, resolved Record)
-	Strategy             string
-	StrategyOverride     map[string]string
+	Strategy             Strategy
+	OnWarning            func(table, id, message string)
 }
+
+const (
+	StrategyIncremental = "incremental"
+	StrategyReplacement = "replacement"
+)
+
+type Strategy struct {
+	Default          string
+	Override         map[string]string
+	ReplacementScope map[string][]Condition
+}
+
+func (s Strategy) For(table string) string                     { return "" }
+func (s Strategy) Validate() error                             { return nil }
+func validateRemoteRaw(table string, raw map[string]any) error { return nil }
+
 type ChangeEvent struct{ Changes []struct{ FromSync bool } }
 
 func (e ChangeEvent) HasLocalChanges() bool { return true }

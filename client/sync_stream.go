@@ -21,7 +21,7 @@ type pullSink interface {
 
 type streamResult struct {
 	Timestamp int64
-	Strategy  *Strategy
+	Strategy  Strategy
 	Extra     map[string]json.RawMessage
 	Records   int
 }
@@ -94,7 +94,7 @@ func (s *insertSink) wantTable(t string) bool {
 }
 
 func (s *insertSink) record(t string, _ bool, rec Record) error {
-	if err := validateRemoteRaw(t, rec); err != nil {
+	if err := checkRemoteRaw(t, rec); err != nil {
 		return err
 	}
 	if err := s.tx.InsertSynced(t, rec); err != nil {
@@ -240,11 +240,11 @@ func (d *streamDecoder) run(sink pullSink) (*streamResult, error) {
 				return nil, d.wrapRead(err)
 			}
 			if string(raw) != "null" {
-				var s Strategy
-				if err := json.Unmarshal(raw, &s); err != nil {
-					return nil, invalidData("pull", "%v", err)
+				s, err := decodeStrategy(raw)
+				if err != nil {
+					return nil, err
 				}
-				res.Strategy = &s
+				res.Strategy = s
 			}
 		default:
 			var raw json.RawMessage
