@@ -176,6 +176,10 @@ func Synchronize(ctx context.Context, db *DB, opts SyncOptions) (err error) {
 		l.Attempts = 1
 	})
 	defer func() {
+		if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			// A database call interrupted by the cancellation reports it its own way.
+			err = fmt.Errorf("%w: %v", ctx.Err(), err)
+		}
 		if err != nil {
 			log.update(func(l *SyncLog) { l.Error = err })
 		}

@@ -5,6 +5,7 @@ package client
 
 import (
 	"context"
+	"errors"
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/schema"
@@ -77,3 +78,6 @@ func (db *DB) HasUnsyncedChanges(ctx context.Context) (bool, error)             
 func (db *DB) Subscribe(tables []string, fn func(ChangeEvent)) (unsubscribe func())  { panic("stub") }
 
 func (db *DB) GetLocal(ctx context.Context, key string) (string, bool, error) { panic("stub") }
+func (db *DB) SetLocal(ctx context.Context, key, value string) error          { panic("stub") }
+
+var ErrExists = errors.New("stub")

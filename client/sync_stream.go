@@ -119,18 +119,42 @@ func (s *insertSink) deleted(string, string) error { return nil }
 // streamPullResponse decodes a pull answer token by token, handing each record to
 // sink as soon as it is read, so that memory does not grow with the answer.
 func streamPullResponse(ctx context.Context, r io.Reader, sink pullSink) (*streamResult, error) {
-	d := &streamDecoder{ctx: ctx, dec: json.NewDecoder(r)}
-	res, err := d.run(sink)
+	src := &recordingReader{r: r}
+	d := &streamDecoder{ctx: ctx, dec: json.NewDecoder(src), src: src, sink: sink}
+	res, err := d.run()
 	if err != nil {
 		return nil, d.classify(err)
 	}
 	return res, nil
 }
 
-type streamDecoder struct {
-	ctx context.Context
-	dec *json.Decoder
+// recordingReader keeps the first error of the underlying reader, to tell a failing
+// connection from malformed JSON.
+type recordingReader struct {
+	r   io.Reader
+	err error
 }
+
+func (r *recordingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
+}
+
+type streamDecoder struct {
+	ctx  context.Context
+	dec  *json.Decoder
+	src  *recordingReader
+	sink pullSink
+}
+
+// sinkError carries an error of the sink (the database) through the decoder unchanged.
+type sinkError struct{ err error }
+
+func (e *sinkError) Error() string { return e.err.Error() }
+func (e *sinkError) Unwrap() error { return e.err }
 
 type shapeError struct{ msg string }
 
@@ -138,55 +162,34 @@ func (e *shapeError) Error() string { return e.msg }
 
 func shapef(format string, args ...any) error { return &shapeError{fmt.Sprintf(format, args...)} }
 
-// classify turns decoding failures into typed errors.
+// classify turns decoding failures into typed errors: a failing reader is a network
+// error (unless it already is a typed or context error), a stream that ends early too,
+// and anything else malformed is invalid data.
 func (d *streamDecoder) classify(err error) error {
-	var se *SyncError
-	if errors.As(err, &se) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+	var sk *sinkError
+	if errors.As(err, &sk) {
+		return sk.err
 	}
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	var shape *shapeError
-	switch {
-	case errors.As(err, &shape), errors.As(err, &syn), errors.As(err, &typ):
-		return &SyncError{Kind: KindInvalidData, Op: "pull", Message: "malformed pull answer: " + err.Error(), Err: err}
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+	passThrough := func(e error) bool {
+		var se *SyncError
+		return errors.As(e, &se) || errors.Is(e, context.Canceled) || errors.Is(e, context.DeadlineExceeded)
+	}
+	if d.src.err != nil {
+		if passThrough(d.src.err) {
+			return d.src.err
+		}
+		return NetworkError(d.ctx, "pull", d.src.err)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return NetworkError(d.ctx, "pull", fmt.Errorf("the answer was cut short: %w", io.ErrUnexpectedEOF))
 	}
-	// A failure of the sink (a database error) or of the reader.
-	var rerr *readError
-	if errors.As(err, &rerr) {
-		return NetworkError(d.ctx, "pull", rerr.err)
-	}
-	return err
-}
-
-type readError struct{ err error }
-
-func (e *readError) Error() string { return e.err.Error() }
-func (e *readError) Unwrap() error { return e.err }
-
-func (d *streamDecoder) token() (json.Token, error) {
-	t, err := d.dec.Token()
-	if err != nil {
-		return nil, d.wrapRead(err)
-	}
-	return t, nil
-}
-
-// wrapRead marks errors of the underlying reader, which the decoder passes on as is.
-func (d *streamDecoder) wrapRead(err error) error {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	if errors.As(err, &syn) || errors.As(err, &typ) || err == io.EOF || err == io.ErrUnexpectedEOF {
+	if passThrough(err) {
 		return err
 	}
-	var se *SyncError
-	if errors.As(err, &se) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return &readError{err}
+	return &SyncError{Kind: KindInvalidData, Op: "pull", Message: "malformed pull answer: " + err.Error(), Err: err}
 }
+
+func (d *streamDecoder) token() (json.Token, error) { return d.dec.Token() }
 
 func (d *streamDecoder) expectDelim(want json.Delim, what string) error {
 	t, err := d.token()
@@ -206,7 +209,8 @@ func describeDelim(d json.Delim) string {
 	return "an array"
 }
 
-func (d *streamDecoder) run(sink pullSink) (*streamResult, error) {
+func (d *streamDecoder) run() (*streamResult, error) {
+	sink := d.sink
 	res := &streamResult{}
 	if err := d.expectDelim('{', "the pull answer"); err != nil {
 		return nil, err
@@ -225,11 +229,11 @@ func (d *streamDecoder) run(sink pullSink) (*streamResult, error) {
 				return nil, err
 			}
 		case "timestamp":
-			var n json.Number
-			if err := d.dec.Decode(&n); err != nil {
-				return nil, d.wrapRead(err)
+			var raw json.RawMessage
+			if err := d.dec.Decode(&raw); err != nil {
+				return nil, err
 			}
-			ts, err := parseTimestamp(n)
+			ts, err := parseTimestamp(raw)
 			if err != nil {
 				return nil, err
 			}
@@ -237,7 +241,7 @@ func (d *streamDecoder) run(sink pullSink) (*streamResult, error) {
 		case "experimentalStrategy":
 			var raw json.RawMessage
 			if err := d.dec.Decode(&raw); err != nil {
-				return nil, d.wrapRead(err)
+				return nil, err
 			}
 			if string(raw) != "null" {
 				s, err := decodeStrategy(raw)
@@ -249,7 +253,7 @@ func (d *streamDecoder) run(sink pullSink) (*streamResult, error) {
 		default:
 			var raw json.RawMessage
 			if err := d.dec.Decode(&raw); err != nil {
-				return nil, d.wrapRead(err)
+				return nil, err
 			}
 			if res.Extra == nil {
 				res.Extra = map[string]json.RawMessage{}
@@ -269,13 +273,16 @@ func (d *streamDecoder) run(sink pullSink) (*streamResult, error) {
 	return res, nil
 }
 
-func parseTimestamp(n json.Number) (int64, error) {
-	if ts, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+func parseTimestamp(raw json.RawMessage) (int64, error) {
+	if string(raw) == "null" {
+		return 0, nil // reported as an invalid timestamp by Synchronize
+	}
+	if ts, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
 		return ts, nil
 	}
-	f, err := n.Float64()
+	f, err := strconv.ParseFloat(string(raw), 64)
 	if err != nil || f != float64(int64(f)) {
-		return 0, invalidData("pull", "pullChanges() returned invalid timestamp %s. timestamp must be a non-zero integer", n)
+		return 0, invalidData("pull", "pullChanges() returned invalid timestamp %s. timestamp must be a non-zero integer", raw)
 	}
 	return int64(f), nil
 }
@@ -365,13 +372,13 @@ func (d *streamDecoder) records(sink pullSink, table string, created bool, res *
 			if errors.As(err, &typ) {
 				return shapef("%s.%s: records must be objects", table, kindName(created))
 			}
-			return d.wrapRead(err)
+			return err
 		}
 		if rec == nil {
 			return shapef("%s.%s: records must be objects, found null", table, kindName(created))
 		}
 		if err := sink.record(table, created, rec); err != nil {
-			return err
+			return &sinkError{err}
 		}
 		res.Records++
 	}
@@ -407,7 +414,7 @@ func (d *streamDecoder) deletedIDs(sink pullSink, table string) error {
 			return shapef("%s.deleted must hold non-empty string ids, found %v", table, t)
 		}
 		if err := sink.deleted(table, id); err != nil {
-			return err
+			return &sinkError{err}
 		}
 	}
 	_, err = d.token() // ']'
