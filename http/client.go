@@ -219,18 +219,15 @@ func (c *Client) do(ctx context.Context, op, path string, body []byte, extra htt
 		}
 		encoded, gzipped = buf.Bytes(), true
 	}
-	for attempt := 0; ; attempt++ {
-		var token string
-		if c.tokens != nil {
-			t, err := c.tokens.Token(ctx, attempt > 0)
-			if err != nil {
-				if attempt > 0 {
-					return nil, &client.SyncError{Kind: client.KindAuth, Op: op, Status: 401, Message: "the server refused the token and no new one was given", Err: err}
-				}
-				return nil, &client.SyncError{Kind: client.KindAuth, Op: op, Message: "no token", Err: err}
-			}
-			token = t
+	var token string
+	if c.tokens != nil {
+		t, err := c.tokens.Token(ctx, false)
+		if err != nil {
+			return nil, &client.SyncError{Kind: client.KindAuth, Op: op, Message: "no token", Err: err}
 		}
+		token = t
+	}
+	for attempt := 0; ; attempt++ {
 		reqCtx, cancel := context.WithCancelCause(ctx)
 		req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.base.String()+path, bytes.NewReader(encoded))
 		if err != nil {
@@ -276,7 +273,11 @@ func (c *Client) do(ctx context.Context, op, path string, body []byte, extra htt
 		serr := c.errorAnswer(ctx, op, resp.StatusCode, rc)
 		rc.Close()
 		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 && c.tokens != nil {
-			continue
+			// Ask for a new token and try once more; without one, the refusal stands.
+			if t, err := c.tokens.Token(ctx, true); err == nil && t != "" {
+				token = t
+				continue
+			}
 		}
 		return nil, serr
 	}
