@@ -1,0 +1,211 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/melonsync/melonsync"
+)
+
+// ErrorKind classifies why a sync failed, so that a caller knows what to do next.
+type ErrorKind string
+
+// The kinds of sync failure.
+const (
+	// KindNetwork: the server could not be reached, the connection broke, or it
+	// answered "try again later" (408, 429, 502, 503, 504). Retry later.
+	KindNetwork ErrorKind = "network"
+	// KindAuth: the server refused the credentials (401, 403). Log in again.
+	KindAuth ErrorKind = "auth"
+	// KindConflict: the push was refused because records changed on the server since
+	// the last pull (409). Pull again, then push (Synchronize does this once by itself).
+	KindConflict ErrorKind = "conflict"
+	// KindServer: the server failed (500) or answered something the client does not
+	// understand (an unknown route, a non-JSON answer).
+	KindServer ErrorKind = "server"
+	// KindInvalidData: the data exchanged is unusable: the server refused what the
+	// client sent (400, 413), or it sent records or a timestamp the client cannot apply.
+	KindInvalidData ErrorKind = "invalid_data"
+	// KindProgrammer: Synchronize was called wrongly (invalid options, turbo on a
+	// database that is not empty, a last synced schema version above the current one).
+	KindProgrammer ErrorKind = "programmer"
+	// KindConcurrent: another Synchronize was running on the same database; this one
+	// stopped before changing anything.
+	KindConcurrent ErrorKind = "concurrent"
+)
+
+// Code returns the error code of the kind in the style of the sync guide:
+// SYNC_ERROR_NETWORK, SYNC_ERROR_AUTH, SYNC_ERROR_CONFLICT, SYNC_ERROR_SERVER,
+// SYNC_ERROR_INVALID_DATA, SYNC_ERROR_PROGRAMMER or SYNC_ERROR_CONCURRENT.
+func (k ErrorKind) Code() string { return "SYNC_ERROR_" + strings.ToUpper(string(k)) }
+
+// SyncError is the error Synchronize and the HTTP transport return for a failure of a
+// known kind. Test it with errors.Is against ErrNetwork, ErrAuth, ErrConflict,
+// ErrServer, ErrInvalidData, ErrProgrammer or ErrConcurrentSync, or get it with
+// errors.As to read the details.
+type SyncError struct {
+	Kind ErrorKind
+	// Op is what failed: "pull", "push", "apply", "options"...
+	Op string
+	// Status is the HTTP status of the answer, 0 when there was none.
+	Status int
+	// ServerCode is the server's error code (melonsync.EConflict, ...), when it sent one.
+	ServerCode string
+	// Message describes the failure.
+	Message string
+	// Conflicts lists the conflicting ids by table, for KindConflict when the server
+	// named them.
+	Conflicts map[string][]string
+	// Err is the underlying cause (a *melonsync.Error from the server, a net error...).
+	Err error
+
+	sentinel bool
+}
+
+// Sentinels for errors.Is. Any *SyncError of the same kind matches them.
+var (
+	ErrNetwork        = &SyncError{Kind: KindNetwork, Message: "network error", sentinel: true}
+	ErrAuth           = &SyncError{Kind: KindAuth, Message: "authentication failed", sentinel: true}
+	ErrConflict       = &SyncError{Kind: KindConflict, Message: "conflict: records changed on the server", sentinel: true}
+	ErrServer         = &SyncError{Kind: KindServer, Message: "server error", sentinel: true}
+	ErrInvalidData    = &SyncError{Kind: KindInvalidData, Message: "invalid data", sentinel: true}
+	ErrProgrammer     = &SyncError{Kind: KindProgrammer, Message: "programmer error", sentinel: true}
+	ErrConcurrentSync = &SyncError{Kind: KindConcurrent, Message: "concurrent synchronization is not allowed", sentinel: true}
+)
+
+// Error implements error.
+func (e *SyncError) Error() string {
+	var b strings.Builder
+	b.WriteString("sync: ")
+	if e.Op != "" {
+		b.WriteString(e.Op)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	if e.Status != 0 {
+		fmt.Fprintf(&b, " (HTTP %d)", e.Status)
+	}
+	if e.Err != nil && !strings.Contains(e.Message, e.Err.Error()) {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the underlying cause.
+func (e *SyncError) Unwrap() error { return e.Err }
+
+// Is reports whether target is the sentinel of e's kind.
+func (e *SyncError) Is(target error) bool {
+	t, ok := target.(*SyncError)
+	return ok && t.sentinel && t.Kind == e.Kind
+}
+
+// Code returns the SYNC_ERROR_* code of e's kind.
+func (e *SyncError) Code() string { return e.Kind.Code() }
+
+// Retryable reports whether trying the same sync again later may succeed without
+// anyone changing anything: network failures and conflicts.
+func (e *SyncError) Retryable() bool {
+	return e.Kind == KindNetwork || e.Kind == KindConflict
+}
+
+// ErrorCode returns the SYNC_ERROR_* code of the first *SyncError in err's chain, or
+// "" when there is none (nil, a cancellation, an error of a caller's own function).
+func ErrorCode(err error) string {
+	var se *SyncError
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return ""
+}
+
+// IsRetryable reports whether err is a sync failure worth retrying later unchanged
+// (see SyncError.Retryable). Cancellations are not.
+func IsRetryable(err error) bool {
+	var se *SyncError
+	return errors.As(err, &se) && se.Retryable()
+}
+
+func newError(kind ErrorKind, op string, err error, format string, args ...any) *SyncError {
+	return &SyncError{Kind: kind, Op: op, Message: fmt.Sprintf(format, args...), Err: err}
+}
+
+func programmerError(format string, args ...any) *SyncError {
+	return newError(KindProgrammer, "options", nil, format, args...)
+}
+
+func invalidData(op string, format string, args ...any) *SyncError {
+	return newError(KindInvalidData, op, nil, format, args...)
+}
+
+// KindForStatus returns the kind of failure an HTTP status means, and "" for
+// statuses that are not failures.
+func KindForStatus(status int) ErrorKind {
+	switch {
+	case status < 400:
+		return ""
+	case status == 401 || status == 403:
+		return KindAuth
+	case status == 409:
+		return KindConflict
+	case status == 408 || status == 429 || status == 502 || status == 503 || status == 504:
+		return KindNetwork
+	case status == 400 || status == 413 || status == 422:
+		return KindInvalidData
+	default:
+		return KindServer
+	}
+}
+
+// ErrorFromServer turns an error answer of the server into a *SyncError of the kind
+// its status means, keeping the server's error (code, message, details) as the cause.
+// For conflicts it reads the conflicting ids from details.conflicts.
+func ErrorFromServer(op string, status int, e *melonsync.Error) *SyncError {
+	kind := KindForStatus(status)
+	if kind == "" {
+		kind = KindServer
+	}
+	se := &SyncError{Kind: kind, Op: op, Status: status}
+	if e == nil {
+		se.Message = fmt.Sprintf("the server answered %d without an error body", status)
+		return se
+	}
+	se.ServerCode, se.Message, se.Err = e.Code, e.Message, e
+	if se.Message == "" {
+		se.Message = e.Code
+	}
+	if kind == KindConflict {
+		se.Conflicts = conflictIDs(e.Details)
+	}
+	return se
+}
+
+func conflictIDs(details map[string]any) map[string][]string {
+	raw, ok := details["conflicts"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	out := make(map[string][]string, len(raw))
+	for table, v := range raw {
+		list, _ := v.([]any)
+		for _, id := range list {
+			if s, ok := id.(string); ok {
+				out[table] = append(out[table], s)
+			}
+		}
+	}
+	return out
+}
+
+// NetworkError wraps a transport failure (dial, reset, timeout, a body cut short) as
+// a KindNetwork *SyncError. A cancellation of ctx is returned as ctx's error instead,
+// so that errors.Is(err, context.Canceled) holds and nothing is retried.
+func NetworkError(ctx context.Context, op string, err error) error {
+	if ctx != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", op, ctx.Err())
+	}
+	return &SyncError{Kind: KindNetwork, Op: op, Message: "network error", Err: err}
+}
