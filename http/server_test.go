@@ -175,7 +175,7 @@ func TestBadInputs(t *testing.T) {
 		{"numeric id", "POST", "/api/sync/push", alice, push(`{"projects":{"created":[{"id":5}]}}`), 400, "invalid_request"},
 		{"deleted id is a number", "POST", "/api/sync/push", alice, push(`{"projects":{"deleted":[5]}}`), 400, "invalid_request"},
 		{"deleted is a string", "POST", "/api/sync/push", alice, push(`{"projects":{"deleted":"p1"}}`), 400, "invalid_request"},
-		{"unknown table", "POST", "/api/sync/push", alice, push(`{"nope":{"created":[]}}`), 400, "invalid_request"},
+		{"unknown table", "POST", "/api/sync/push", alice, push(`{"nope":{"created":[{"id":"n1"}]}}`), 400, "invalid_request"},
 		{"sql table name", "POST", "/api/sync/push", alice, push(`{"projects; DROP TABLE projects":{"created":[]}}`), 400, "invalid_request"},
 		{"__proto__ table", "POST", "/api/sync/push", alice, push(`{"__proto__":{"created":[]}}`), 400, "invalid_request"},
 		{"__proto__ column", "POST", "/api/sync/push", alice, push(`{"projects":{"created":[{"id":"p1","__proto__":{"x":1}}]}}`), 400, "invalid_request"},

@@ -206,9 +206,23 @@ func decodeChangesChecked(s *schema.Schema, raw json.RawMessage) (*PushParams, e
 			p.Tables = append(p.Tables, tp)
 		}
 	}
-	for name := range tables {
+	for name, rt := range tables {
 		if forbiddenKey(name) {
 			return nil, invalid("changes: %q is not allowed as a table name", name)
+		}
+		// A client whose schema is newer than the server's sends its new tables too,
+		// usually empty: those are ignored; records in them are refused.
+		var parts map[string][]json.RawMessage
+		if err := json.Unmarshal(rt, &parts); err == nil && parts != nil && schema.ValidName(name) == nil {
+			empty := true
+			for k, v := range parts {
+				if (k != "created" && k != "updated" && k != "deleted") || len(v) > 0 {
+					empty = false
+				}
+			}
+			if empty {
+				continue
+			}
 		}
 		return nil, invalid("changes: unknown table %q", truncate(name))
 	}

@@ -310,6 +310,13 @@ func testCreateExisting(t *testing.T, h *Harness) {
 }
 
 func testUpdatedMissing(t *testing.T, h *Harness) {
+	// A client with a newer schema lists its new (empty) tables: ignored.
+	if _, err := h.Push("alice", "a", 0, `{"tags":{"created":[],"updated":[],"deleted":[]}}`); err != nil {
+		t.Errorf("empty unknown table: %v", err)
+	}
+	if _, err := h.Push("alice", "a", 0, `{"tags":{"created":[{"id":"x"}]}}`); code(err) != melonsync.EInvalid {
+		t.Errorf("records in an unknown table: want invalid_request, got %v", err)
+	}
 	t0 := h.PullFrom("alice", "a", 0).Timestamp
 	h.MustPush("alice", "a", t0, projects("", `{"id":"ghost","name":"G"}`, ""))
 	r := h.PullFrom("alice", "c", 0)
