@@ -558,5 +558,3 @@ func TestE2EUsersAreSeparate(t *testing.T) {
 		t.Errorf("alice's record is now %v", got)
 	}
 }
-
-
