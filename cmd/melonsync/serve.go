@@ -95,7 +95,10 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err := store.Prepare(ctx, sch); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	secret, err := loadSecret(ctx, m.DB)
+	secret := []byte(getenv("MELONSYNC_JWT_SECRET"))
+	if len(secret) == 0 {
+		secret, err = store.Secret(ctx) // the store is open already: no second connection
+	}
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
