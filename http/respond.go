@@ -101,7 +101,7 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status = 500
-		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+		b = []byte(`{"error":{"code":"internal","message":"internal error","details":{}}}`)
 	}
 	b = append(b, '\n')
 	h := w.Header()

@@ -166,10 +166,21 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == melonsync.EUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	details := e.Details
+	if details == nil {
+		details = map[string]any{}
+	}
 	body := struct {
-		Error *melonsync.Error `json:"error"`
-	}{e}
+		Error wireError `json:"error"`
+	}{wireError{e.Code, e.Message, details}}
 	writeJSON(w, r, StatusFor(e.Code), body)
+}
+
+// wireError is an error as sent: "details" is always present, {} when empty.
+type wireError struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
 }
 
 func isUnavailable(err error) bool {

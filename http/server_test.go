@@ -102,11 +102,12 @@ func (e *env) snapshot() string {
 func errorCode(t *testing.T, body []byte) string {
 	var e struct {
 		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
+			Code    string         `json:"code"`
+			Message string         `json:"message"`
+			Details map[string]any `json:"details"`
 		} `json:"error"`
 	}
-	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" {
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" || e.Error.Message == "" || e.Error.Details == nil {
 		t.Errorf("not an error body: %s", body)
 	}
 	return e.Error.Code
