@@ -98,12 +98,16 @@ func itoa(n int) string {
 
 // writeJSON writes v with status, gzipped when large enough and accepted.
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // ends with '\n'
+	enc.SetEscapeHTML(false)     // messages read "<token>", not "\u003ctoken\u003e"
+	var b []byte
+	if err := enc.Encode(v); err != nil {
 		status = 500
-		b = []byte(`{"error":{"code":"internal","message":"internal error","details":{}}}`)
+		b = []byte(`{"error":{"code":"internal","message":"internal error","details":{}}}` + "\n")
+	} else {
+		b = buf.Bytes()
 	}
-	b = append(b, '\n')
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Add("Vary", "Accept-Encoding")
