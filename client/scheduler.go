@@ -23,6 +23,7 @@ const (
 	TriggerLocal    = "local changes"
 	TriggerDemand   = "on demand"
 	TriggerRetry    = "retry"
+	TriggerRemote   = "server changes"
 )
 
 // SchedulerOptions configures a Scheduler. Sync.PullChanges is required.
@@ -50,6 +51,12 @@ type SchedulerOptions struct {
 	OnSync func(SyncReport)
 	// Tables whose changes trigger a sync (default: every table of the schema).
 	Tables []string
+	// Listen, when set, follows the server's live updates for as long as the
+	// scheduler runs (the HTTP transport's Client.Listen does): it calls changed with
+	// the server's timestamp whenever the user's data may have changed, and returns
+	// when its connection ends. A timestamp newer than the last pull starts a sync.
+	// Listen is called again after it returns, with backoff after failures.
+	Listen func(ctx context.Context, changed func(timestamp int64)) error
 }
 
 // SyncReport describes one finished sync of a Scheduler.
@@ -103,6 +110,7 @@ type Scheduler struct {
 
 	demands chan chan error
 	local   chan struct{}
+	remote  chan struct{}
 	rand    func() float64
 }
 
@@ -128,7 +136,7 @@ func NewScheduler(db *DB, opts SchedulerOptions) *Scheduler {
 	}
 	return &Scheduler{
 		db: db, opts: opts, subs: map[int]func(Status){},
-		demands: make(chan chan error), local: make(chan struct{}, 1),
+		demands: make(chan chan error), local: make(chan struct{}, 1), remote: make(chan struct{}, 1),
 		stopReq: make(chan struct{}), done: make(chan struct{}),
 		rand: rand.Float64,
 	}
@@ -152,7 +160,8 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return errors.New("sync scheduler: already started")
 	}
 	s.started = true
-	ctx, s.cancel = context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
 	s.status.Running = true
 	s.mu.Unlock()
 
@@ -175,12 +184,23 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		})
 	}
 	s.refresh(ctx)
+	listening := make(chan struct{})
+	if s.opts.Listen != nil {
+		go func() {
+			defer close(listening)
+			s.listen(ctx)
+		}()
+	} else {
+		close(listening)
+	}
 	go func() {
 		defer close(s.done)
+		defer func() { <-listening }()
 		if unsubscribe != nil {
 			defer unsubscribe()
 		}
 		s.loop(ctx)
+		cancel() // ends the listener
 		s.mu.Lock()
 		s.status.Running, s.status.InProgress, s.status.NextSync = false, false, time.Time{}
 		s.mu.Unlock()
@@ -384,6 +404,14 @@ func (s *Scheduler) loop(ctx context.Context) {
 				continue
 			}
 			trigger = TriggerLocal
+		case <-s.remote:
+			if now := time.Now(); now.Before(backoffUntil) {
+				if next.IsZero() || backoffUntil.Before(next) {
+					plan(backoffUntil, TriggerRemote)
+				}
+				continue
+			}
+			trigger = TriggerRemote
 		case <-timerC:
 			trigger = nextTrigger
 		}
@@ -432,6 +460,42 @@ func (s *Scheduler) loop(ctx context.Context) {
 			} else {
 				plan(time.Time{}, "")
 			}
+		}
+	}
+}
+
+// listen runs opts.Listen until ctx ends, again after each return: at once after a
+// stream that worked a while, with backoff after failures.
+func (s *Scheduler) listen(ctx context.Context) {
+	changed := func(ts int64) {
+		s.mu.Lock()
+		lpa := s.status.LastPulledAt
+		s.mu.Unlock()
+		if lpa != nil && ts <= *lpa {
+			return // already pulled
+		}
+		select {
+		case s.remote <- struct{}{}:
+		default:
+		}
+	}
+	failures := 0
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.opts.Listen(ctx, changed)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil || time.Since(start) > time.Minute {
+			failures = 0
+		}
+		failures++
+		t := time.NewTimer(s.backoff(failures))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
 	}
 }

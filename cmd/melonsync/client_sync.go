@@ -271,6 +271,7 @@ func (c *clientCmd) watch(args []string) error {
 		Interval:  *interval,
 		Debounce:  *debounce,
 		AutoTurbo: true,
+		Listen:    hc.Listen,
 		OnSync: func(rep client.SyncReport) {
 			bar.finish()
 			sum := summarize(rep.Log, rep.Err, rep.Duration)
@@ -293,7 +294,7 @@ func (c *clientCmd) watch(args []string) error {
 	})
 	defer unsubscribe()
 	if !c.json {
-		fmt.Fprintf(c.stdout, "watching %s: syncing with %s every %s and %s after local changes; Ctrl-C stops\n", c.dbPath, r.url, *interval, *debounce)
+		fmt.Fprintf(c.stdout, "watching %s: syncing with %s when it has changes, %s after local changes and every %s; Ctrl-C stops\n", c.dbPath, r.url, *debounce, *interval)
 	}
 	if err := sched.Start(c.ctx); err != nil {
 		return fmt.Errorf("client watch: %w", err)
