@@ -27,7 +27,7 @@ func TestSchedulerListen(t *testing.T) {
 		Interval:   time.Hour,
 		Debounce:   -1,
 		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
-		OnSync:     func(r SyncReport) { reports <- r },
+		OnSync: func(r SyncReport) { reports <- r },
 		Listen: func(ctx context.Context, changed func(int64)) error {
 			listens.Add(1)
 			listening.Add(1)
