@@ -367,5 +367,3 @@ func stSetLocal(t testing.TB, db *DB, key, value string) {
 		t.Fatal(err)
 	}
 }
-
-func i64(n int64) *int64 { return &n }

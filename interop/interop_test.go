@@ -843,14 +843,6 @@ func scenarioGoClient(t *testing.T, st store) {
 	res.logSyncTimes(t)
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
 // ---------------------------------------------------------------------------------------
 // 9. A large first sync: 50,000 records.
 

@@ -187,10 +187,6 @@ func decodeChangesChecked(s *schema.Schema, raw json.RawMessage) (*PushParams, e
 	}
 	p := &PushParams{}
 	seen := map[string]bool{}
-	names := make([]string, 0, len(tables))
-	for name := range tables {
-		names = append(names, name)
-	}
 	// Apply tables in schema order so that every push locks in the same order.
 	for _, t := range s.Tables {
 		rt, ok := tables[t.Name]

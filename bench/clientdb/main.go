@@ -152,9 +152,7 @@ func run() error {
 	}
 	defer db2.Close()
 	remote := make([]melonsync.RawRecord, len(rows))
-	for i, r := range rows {
-		remote[i] = r
-	}
+	copy(remote, rows)
 	start = time.Now()
 	err = db2.Write(ctx, func(tx *client.Tx) error {
 		return tx.ApplyRemoteChanges(melonsync.Changes{"tasks": {Created: remote}}, client.ApplyOptions{})

@@ -62,14 +62,13 @@ func main() {
 }
 
 type bench struct {
-	ctx     context.Context
-	dsn     string // with search_path set to the bench schema
-	conn    *pgx.Conn
-	sch     *schema.Schema
-	base    string // server URL
-	pid     int
-	token   string
-	pushTok string
+	ctx   context.Context
+	dsn   string // with search_path set to the bench schema
+	conn  *pgx.Conn
+	sch   *schema.Schema
+	base  string // server URL
+	pid   int
+	token string
 }
 
 func run(dsn string, n, pushN, runs int, bin string) error {
