@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,7 +59,7 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	h := &Handler{svc: svc, opts: opts, mux: http.NewServeMux(), log: opts.Logger, closing: closer{ch: make(chan struct{})}}
-	h.mux.HandleFunc("/api/sync/pull", h.only("POST", h.pullPost))
+	h.mux.HandleFunc("/api/sync/pull", h.byMethod(map[string]http.HandlerFunc{"POST": h.pullPost, "GET": h.pullGet}))
 	h.mux.HandleFunc("/api/sync/push", h.only("POST", h.pushPost))
 	h.mux.HandleFunc("/sync", h.syncDocs)
 	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
@@ -117,6 +119,24 @@ func (h *Handler) only(method string, fn http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		fn(w, r)
+	}
+}
+
+// byMethod routes a path's requests by method; other methods get 405.
+func (h *Handler) byMethod(handlers map[string]http.HandlerFunc) http.HandlerFunc {
+	allowed := make([]string, 0, len(handlers))
+	for m := range handlers {
+		allowed = append(allowed, m)
+	}
+	slices.Sort(allowed)
+	allow := strings.Join(allowed, ", ")
+	return func(w http.ResponseWriter, r *http.Request) {
+		if fn := handlers[r.Method]; fn != nil {
+			fn(w, r)
+			return
+		}
+		w.Header().Set("Allow", allow)
+		h.fail(w, r, melonsync.Errorf(melonsync.EMethodNotAllowed, "%s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, " or ")))
 	}
 }
 
@@ -273,6 +293,16 @@ func (h *Handler) pullPost(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	if r.URL.RawQuery != "" {
+		q, err := pullQuery(r.URL.Query())
+		if err == nil {
+			err = mergeQuery(&p, q)
+		}
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	}
 	h.pull(w, r, c, p)
 }
 
@@ -350,34 +380,16 @@ func (h *Handler) syncDocs(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	q := r.URL.Query()
-	lpa, isNull, err := server.ParseTimestamp(q.Get("last_pulled_at"))
+	q, err := pullQuery(r.URL.Query())
 	if err != nil {
-		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at must be empty, null or a non-negative integer"))
+		h.fail(w, r, err)
 		return
 	}
 	if r.Method == "GET" {
-		p := server.PullParams{LastPulledAt: lpa}
-		if sv := q.Get("schema_version"); sv != "" && sv != "null" && sv != "undefined" {
-			n, err := strconv.Atoi(sv)
-			if err != nil || n < 1 {
-				h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "schema_version must be a positive integer"))
-				return
-			}
-			p.SchemaVersion = n
-		}
-		if m := q.Get("migration"); m != "" && m != "null" && m != "undefined" {
-			mig, err := server.DecodeMigration([]byte(m))
-			if err != nil {
-				h.fail(w, r, err)
-				return
-			}
-			p.Migration = mig
-		}
-		h.pull(w, r, c, p)
+		h.pull(w, r, c, q.PullParams)
 		return
 	}
-	if isNull {
+	if !q.hasSince {
 		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at is required to push"))
 		return
 	}
@@ -391,6 +403,111 @@ func (h *Handler) syncDocs(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	p.LastPulledAt = lpa
+	p.LastPulledAt = q.LastPulledAt
 	h.push(w, r, c, p)
+}
+
+// pullGet serves GET /api/sync/pull?since=…: the sync guide's "incremental sync"
+// example fetches the pull endpoint with the timestamp in the URL.
+func (h *Handler) pullGet(w http.ResponseWriter, r *http.Request) {
+	c, err := h.caller(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	q, err := pullQuery(r.URL.Query())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.pull(w, r, c, q.PullParams)
+}
+
+// queryParams is a pull read from a URL's query.
+type queryParams struct {
+	server.PullParams
+	hasSince bool // lastPulledAt was given, not empty/null/undefined
+}
+
+// pullQuery reads a pull's parameters from a URL query. Each has the names the
+// protocol's forms use: last_pulled_at, lastPulledAt or since; schema_version or
+// schemaVersion; migration (URL-encoded JSON). Empty, "null" and "undefined" mean
+// not given (what a JavaScript template string makes of null). Giving one parameter
+// twice with different values is an error.
+func pullQuery(q url.Values) (queryParams, error) {
+	var out queryParams
+	one := func(names ...string) (string, error) {
+		v, from := "", ""
+		for _, n := range names {
+			for _, x := range q[n] {
+				if x == "" || x == "null" || x == "undefined" {
+					continue
+				}
+				if from != "" && x != v {
+					return "", melonsync.Errorf(melonsync.EInvalid, "%s is given twice with different values (%q, %q)", names[0], v, x)
+				}
+				v, from = x, n
+			}
+		}
+		return v, nil
+	}
+	since, err := one("last_pulled_at", "lastPulledAt", "since")
+	if err != nil {
+		return out, err
+	}
+	if since != "" {
+		n, _, err := server.ParseTimestamp(since)
+		if err != nil {
+			return out, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at must be empty, null or a non-negative integer")
+		}
+		out.LastPulledAt, out.hasSince = n, true
+	}
+	sv, err := one("schema_version", "schemaVersion")
+	if err != nil {
+		return out, err
+	}
+	if sv != "" {
+		n, err := strconv.Atoi(sv)
+		if err != nil || n < 1 {
+			return out, melonsync.Errorf(melonsync.EInvalid, "schema_version must be a positive integer")
+		}
+		out.SchemaVersion = n
+	}
+	m, err := one("migration")
+	if err != nil {
+		return out, err
+	}
+	if m != "" {
+		mig, err := server.DecodeMigration([]byte(m))
+		if err != nil {
+			return out, err
+		}
+		out.Migration = mig
+	}
+	return out, nil
+}
+
+// mergeQuery fills what a pull body left out from the URL's query (POST
+// /api/sync/pull?since=…); a value given in both places must agree.
+func mergeQuery(p *server.PullParams, q queryParams) error {
+	if q.hasSince {
+		switch {
+		case p.LastPulledAt == 0:
+			p.LastPulledAt = q.LastPulledAt
+		case p.LastPulledAt != q.LastPulledAt:
+			return melonsync.Errorf(melonsync.EInvalid, "lastPulledAt is %d in the body and %d in the URL", p.LastPulledAt, q.LastPulledAt)
+		}
+	}
+	if q.SchemaVersion != 0 {
+		switch {
+		case p.SchemaVersion == 0:
+			p.SchemaVersion = q.SchemaVersion
+		case p.SchemaVersion != q.SchemaVersion:
+			return melonsync.Errorf(melonsync.EInvalid, "schemaVersion is %d in the body and %d in the URL", p.SchemaVersion, q.SchemaVersion)
+		}
+	}
+	if q.Migration != nil && p.Migration == nil {
+		p.Migration = q.Migration
+	}
+	return nil
 }

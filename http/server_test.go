@@ -220,6 +220,14 @@ func TestBadInputs(t *testing.T) {
 		{"GET /sync without token", "GET", "/sync", nil, nil, 401, "unauthorized"},
 		{"wrong method", "GET", "/api/sync/push", alice, nil, 405, "method_not_allowed"},
 		{"wrong method on /sync", "DELETE", "/sync", alice, nil, 405, "method_not_allowed"},
+		{"wrong method on pull", "PUT", "/api/sync/pull", alice, nil, 405, "method_not_allowed"},
+		{"GET pull without token", "GET", "/api/sync/pull?since=0", nil, nil, 401, "unauthorized"},
+		{"GET pull since not a number", "GET", "/api/sync/pull?since=yesterday", alice, nil, 400, "invalid_request"},
+		{"GET pull negative since", "GET", "/api/sync/pull?since=-1", alice, nil, 400, "invalid_request"},
+		{"GET pull since given twice", "GET", "/api/sync/pull?since=1&last_pulled_at=2", alice, nil, 400, "invalid_request"},
+		{"GET pull bad schema version", "GET", "/api/sync/pull?since=1&schemaVersion=0", alice, nil, 400, "invalid_request"},
+		{"GET pull bad migration", "GET", "/api/sync/pull?migration=%7B", alice, nil, 400, "invalid_request"},
+		{"POST pull body and URL disagree", "POST", "/api/sync/pull?since=5", alice, []byte(`{"lastPulledAt":6}`), 400, "invalid_request"},
 		{"unknown path", "POST", "/api/sync/nothing", alice, nil, 404, "not_found"},
 		// Another user's records: refused per record, nothing of them applied.
 		{"bob updates alice's record", "POST", "/api/sync/push", bob, push(`{"projects":{"updated":[{"id":"alice1","name":"bob"}]}}`), 200, ""},
@@ -337,6 +345,58 @@ func TestProtocol(t *testing.T) {
 		[]byte(fmt.Sprintf(`{"lastPulledAt":%d,"changes":{"projects":{"updated":[{"id":"p1","name":"x"}]}}}`, pull.Timestamp)))
 	if r.status != 409 || !strings.Contains(string(r.body), `"conflicts":{"projects":["p1"]}`) {
 		t.Fatalf("conflict: %d %s", r.status, r.body)
+	}
+}
+
+// TestPullQueryForms: the sync guide's incremental-sync example fetches
+// /api/sync/pull?since=<lastPulledAt> (a GET, "null" on the first sync); the URL may
+// also complete a POST body that leaves lastPulledAt out.
+func TestPullQueryForms(t *testing.T) {
+	e := newEnv(t, 0)
+	alice := e.as("alice")
+	first := e.do("POST", "/api/sync/push", alice, []byte(`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"p1","name":"old"}]}}}`))
+	var pushed melonsync.PushResponse
+	if first.status != 200 || json.Unmarshal(first.body, &pushed) != nil {
+		t.Fatalf("push: %d %s", first.status, first.body)
+	}
+	if r := e.do("POST", "/api/sync/push", alice, []byte(fmt.Sprintf(`{"lastPulledAt":%d,"changes":{"projects":{"created":[{"id":"p2","name":"new"}]}}}`, pushed.Timestamp))); r.status != 200 {
+		t.Fatalf("push: %d %s", r.status, r.body)
+	}
+	ids := func(r reply) []string {
+		t.Helper()
+		var p melonsync.PullResponse
+		if r.status != 200 || json.Unmarshal(r.body, &p) != nil {
+			t.Fatalf("pull: %d %s", r.status, r.body)
+		}
+		var out []string
+		for _, rec := range append(p.Changes["projects"].Created, p.Changes["projects"].Updated...) {
+			out = append(out, rec["id"].(string))
+		}
+		return out
+	}
+	since := fmt.Sprint(pushed.Timestamp)
+	for _, c := range []struct {
+		method, path, body string
+		want               string
+	}{
+		{"GET", "/api/sync/pull?since=null", "", "p1,p2"},
+		{"GET", "/api/sync/pull?since=undefined", "", "p1,p2"},
+		{"GET", "/api/sync/pull", "", "p1,p2"},
+		{"GET", "/api/sync/pull?since=" + since, "", "p2"},
+		{"GET", "/api/sync/pull?lastPulledAt=" + since + "&schemaVersion=3", "", "p2"},
+		{"GET", "/api/sync/pull?last_pulled_at=" + since + "&since=" + since, "", "p2"},
+		{"POST", "/api/sync/pull?since=" + since, `{}`, "p2"},
+		{"POST", "/api/sync/pull?since=" + since, `{"lastPulledAt":null,"userId":"alice"}`, "p2"},
+		{"POST", "/api/sync/pull?since=" + since, `{"lastPulledAt":` + since + `}`, "p2"},
+		{"GET", "/sync?since=" + since, "", "p2"},
+	} {
+		var body []byte
+		if c.body != "" {
+			body = []byte(c.body)
+		}
+		if got := strings.Join(ids(e.do(c.method, c.path, alice, body)), ","); got != c.want {
+			t.Errorf("%s %s %s: got %q, want %q", c.method, c.path, c.body, got, c.want)
+		}
 	}
 }
 
