@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	mrand "math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/melonsync/melonsync/server"
@@ -305,9 +307,41 @@ func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 	return nil
 }
 
+// writeAttempts bounds how often Write runs a transaction that PostgreSQL aborted
+// as a deadlock victim or serialization failure.
+const writeAttempts = 4
+
 // Write runs fn in one READ COMMITTED transaction, committed when fn returns nil.
 // Lookup locks the rows it returns; Version takes the clock lock, held to commit.
+// A transaction that PostgreSQL aborted to break a deadlock (or as a serialization
+// failure) was rolled back whole, so it is run again, fn included, a few times
+// before the error is returned: fn must not keep effects of a failed attempt.
 func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.writeOnce(ctx, fn)
+		if attempt == writeAttempts || !isRetryableAbort(err) || ctx.Err() != nil {
+			return err
+		}
+		// Let the other transaction finish before trying again.
+		t := time.NewTimer(time.Duration(attempt) * time.Duration(5+mrand.IntN(20)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// isRetryableAbort tells a deadlock or serialization failure: PostgreSQL rolled the
+// whole transaction back, so running it again is safe.
+func isRetryableAbort(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error) error {
 	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return err

@@ -22,6 +22,8 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 	resp := &melonsync.PushResponse{OK: true}
 	wrote := false
 	err := s.store.Write(ctx, func(tx WriteTx) error {
+		// A store may run this again after an aborted attempt: start afresh.
+		resp.RejectedIDs, resp.Timestamp, wrote = nil, 0, false
 		conflicts := map[string][]string{}
 		rejected := map[string][]string{}
 		type planned struct {

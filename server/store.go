@@ -22,7 +22,9 @@ type Store interface {
 	Prepare(ctx context.Context, s *schema.Schema) error
 	// Read runs fn in one consistent snapshot of all tables.
 	Read(ctx context.Context, fn func(ReadTx) error) error
-	// Write runs fn in one transaction, committed only when fn returns nil.
+	// Write runs fn in one transaction, committed only when fn returns nil. A store
+	// may run fn again after the database aborted an attempt (a deadlock victim), so
+	// fn must reset whatever it records outside the transaction.
 	Write(ctx context.Context, fn func(WriteTx) error) error
 	// Secret returns the server's JWT signing secret, generating and keeping one on
 	// first use.
