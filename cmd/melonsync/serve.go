@@ -45,6 +45,8 @@ func NewServeMain(stdout, stderr io.Writer) *ServeMain {
 func (m *ServeMain) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(m.stderr)
+	setUsage(fs, "melonsync serve --schema FILE [flags]",
+		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, GET /healthz). The JWT secret is\n$MELONSYNC_JWT_SECRET, or one generated on first start and kept in the store.")
 	fs.StringVar(&m.Addr, "addr", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")

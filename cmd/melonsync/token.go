@@ -15,6 +15,8 @@ import (
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, "melonsync token --user ID [flags]",
+		"Prints a development bearer token for user ID, signed with the server's secret\n($MELONSYNC_JWT_SECRET, or the one kept in the store named by --db).")
 	user := fs.String("user", "", "user id (the token's sub claim); required")
 	db := fs.String("db", "./melonsync.db", "the server's store: a SQLite file path or a postgres:// URL")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
