@@ -101,8 +101,13 @@ func ParseTimestamp(s string) (n int64, isNull bool, err error) {
 	case "", "null", "undefined":
 		return 0, true, nil
 	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false, fmt.Errorf("not a non-negative integer")
+		}
+	}
 	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 || v >= 1<<53 {
+	if err != nil || v >= 1<<53 {
 		return 0, false, fmt.Errorf("not a non-negative integer")
 	}
 	return v, false, nil
