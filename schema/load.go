@@ -288,7 +288,8 @@ func orderedObject(raw []byte) ([]string, []json.RawMessage, error) {
 	return keys, vals, nil
 }
 
-// MarshalJSON writes the hand-written form of the schema (with its migrations).
+// MarshalJSON writes the hand-written form of the schema (tables and version; the
+// migrations are not written).
 func (s *Schema) MarshalJSON() ([]byte, error) {
 	type col struct {
 		Name       string `json:"name"`
@@ -303,7 +304,7 @@ func (s *Schema) MarshalJSON() ([]byte, error) {
 	out := struct {
 		Version int   `json:"version"`
 		Tables  []tbl `json:"tables"`
-	}{Version: s.Version}
+	}{Version: s.Version, Tables: []tbl{}}
 	for _, t := range s.Tables {
 		tt := tbl{Name: t.Name, Columns: []col{}}
 		for _, c := range t.Columns {
