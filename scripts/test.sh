@@ -2,6 +2,7 @@
 # Runs the whole test suite: every package, SQLite always, PostgreSQL too.
 # PostgreSQL: uses $MELONSYNC_TEST_POSTGRES, or a local server on 127.0.0.1:5432
 # (started if it is installed but stopped; database melonsync_test created if missing).
+# Then every fuzz target for MELONSYNC_FUZZ_SECONDS (default 5; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +29,9 @@ fi
 
 go vet ./...
 go test -count=1 -timeout 25m "$@" ./...
+
+# A short fuzzing pass over every fuzz target (longer: bash scripts/fuzz.sh 300).
+fuzz_secs="${MELONSYNC_FUZZ_SECONDS:-5}"
+if [ "$fuzz_secs" != 0 ]; then
+  bash scripts/fuzz.sh "$fuzz_secs"
+fi
