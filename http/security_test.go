@@ -459,4 +459,6 @@ func TestBodyLimits(t *testing.T) {
 	}
 }
 
-func gzipWriter(w *bytes.Buffer) (*gzip.Writer, error) { return gzip.NewWriterLevel(w, gzip.BestCompression) }
+func gzipWriter(w *bytes.Buffer) (*gzip.Writer, error) {
+	return gzip.NewWriterLevel(w, gzip.BestCompression)
+}
