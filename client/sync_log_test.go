@@ -21,7 +21,7 @@ func TestSyncLogRecordsConflictsAndRejections(t *testing.T) {
 		wantLocal += len(tc.Created) + len(tc.Updated) + len(tc.Deleted)
 	}
 	pull := stPullChanges(stChangeSet(map[string]melonsync.TableChanges{
-		"mock_tasks": {Updated: []melonsync.RawRecord{{"id": "tUpdated", "name": "remote name", "description": "remote description"}}},
+		"mock_tasks":    {Updated: []melonsync.RawRecord{{"id": "tUpdated", "name": "remote name", "description": "remote description"}}},
 		"mock_projects": {Created: []melonsync.RawRecord{{"id": "fresh", "name": "from the server"}}},
 	}), 1500)
 	push := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
