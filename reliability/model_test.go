@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,11 @@ import (
 )
 
 var histories = flag.Int("reliability.histories", 0, "random histories per store (default 100 on SQLite, 60 on PostgreSQL)")
+
+var (
+	givenOnce sync.Once
+	given     = map[string]bool{}
+)
 
 // users of the clients: two devices of alice, one of bob, one of carol.
 var clientUsers = []string{"alice", "alice", "bob", "carol"}
@@ -90,11 +96,10 @@ func runModel(t *testing.T, name string, defaultHistories int, st *stats, newSto
 	if n <= 0 {
 		n = defaultHistories
 	}
-	// Our defaults for rapid's flags, unless they were given.
+	// Our defaults for rapid's flags, unless they were given on the command line.
+	givenOnce.Do(func() { flag.Visit(func(f *flag.Flag) { given[f.Name] = true }) })
 	for name, v := range map[string]string{"rapid.checks": fmt.Sprint(n), "rapid.steps": "60"} {
-		explicit := false
-		flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == name })
-		if !explicit {
+		if !given[name] {
 			old := flag.Lookup(name).Value.String()
 			flag.Set(name, v)
 			defer flag.Set(name, old)
