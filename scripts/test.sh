@@ -2,7 +2,8 @@
 # Runs the whole test suite: every package, SQLite always, PostgreSQL too.
 # PostgreSQL: uses $MELONSYNC_TEST_POSTGRES, or a local server on 127.0.0.1:5432
 # (started if it is installed but stopped; database melonsync_test created if missing).
-# Then every fuzz target for MELONSYNC_FUZZ_SECONDS (default 5; 0 skips).
+# Then the concurrent packages under the race detector (MELONSYNC_RACE=0 skips) and
+# every fuzz target for MELONSYNC_FUZZ_SECONDS (default 5; 0 skips).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,12 @@ fi
 
 go vet ./...
 go test -count=1 -timeout 25m "$@" ./...
+
+# The concurrent code again under the race detector (the long system tests skip in
+# -short mode; they ran above).
+if [ "${MELONSYNC_RACE:-1}" != 0 ]; then
+  go test -race -short -count=1 -timeout 15m ./server/... ./sqlite ./postgres ./http ./client ./cmd/...
+fi
 
 # A short fuzzing pass over every fuzz target (longer: bash scripts/fuzz.sh 300).
 fuzz_secs="${MELONSYNC_FUZZ_SECONDS:-5}"
