@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -108,10 +109,11 @@ type Scheduler struct {
 	stopReq chan struct{}      // asks the loop to finish after the sync in progress
 	done    chan struct{}
 
-	demands chan chan error
-	local   chan struct{}
-	remote  chan struct{}
-	rand    func() float64
+	demands  chan chan error
+	local    chan struct{}
+	remote   chan struct{}
+	remoteTS atomic.Int64 // the newest timestamp the server's live updates announced
+	rand     func() float64
 }
 
 // NewScheduler returns a scheduler for db. Call Start to run it.
@@ -405,6 +407,9 @@ func (s *Scheduler) loop(ctx context.Context) {
 			}
 			trigger = TriggerLocal
 		case <-s.remote:
+			if s.pulledSince(s.remoteTS.Load()) {
+				continue // a sync since the event pulled it
+			}
 			if now := time.Now(); now.Before(backoffUntil) {
 				if next.IsZero() || backoffUntil.Before(next) {
 					plan(backoffUntil, TriggerRemote)
@@ -464,14 +469,24 @@ func (s *Scheduler) loop(ctx context.Context) {
 	}
 }
 
+// pulledSince tells whether the last pull is at or after server timestamp ts.
+func (s *Scheduler) pulledSince(ts int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.LastPulledAt != nil && ts <= *s.status.LastPulledAt
+}
+
 // listen runs opts.Listen until ctx ends, again after each return: at once after a
 // stream that worked a while, with backoff after failures.
 func (s *Scheduler) listen(ctx context.Context) {
 	changed := func(ts int64) {
-		s.mu.Lock()
-		lpa := s.status.LastPulledAt
-		s.mu.Unlock()
-		if lpa != nil && ts <= *lpa {
+		for {
+			cur := s.remoteTS.Load()
+			if ts <= cur || s.remoteTS.CompareAndSwap(cur, ts) {
+				break
+			}
+		}
+		if s.pulledSince(ts) {
 			return // already pulled
 		}
 		select {
