@@ -205,7 +205,7 @@ func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	committed = true
 	if len(tx.changes) > 0 {
-		db.subs.publish(tx.changes) // still holding the write turn: events keep commit order
+		db.subs.publish(tx.changes, tx.summary != nil) // still holding the write turn: events keep commit order
 	}
 	return nil
 }

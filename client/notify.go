@@ -30,6 +30,10 @@ type RecordChange struct {
 // Changes slice: do not modify it.
 type ChangeEvent struct {
 	Changes []RecordChange
+	// Summarized is true when the transaction changed more than MaxEventChanges
+	// records: Changes then has one entry per table, type and origin, with an empty
+	// ID (read the tables again).
+	Summarized bool
 }
 
 // Tables returns the names of the tables the event touches, sorted.
@@ -166,13 +170,13 @@ func (ss *subscribers) remove(s *subscriber) {
 	}
 }
 
-func (ss *subscribers) publish(changes []RecordChange) {
+func (ss *subscribers) publish(changes []RecordChange, summarized bool) {
 	ss.mu.Lock()
 	list := ss.list
 	ss.mu.Unlock()
 	for _, s := range list {
 		if s.tables == nil {
-			s.enqueue(ChangeEvent{Changes: changes})
+			s.enqueue(ChangeEvent{Changes: changes, Summarized: summarized})
 			continue
 		}
 		var mine []RecordChange
@@ -182,7 +186,7 @@ func (ss *subscribers) publish(changes []RecordChange) {
 			}
 		}
 		if len(mine) > 0 {
-			s.enqueue(ChangeEvent{Changes: mine})
+			s.enqueue(ChangeEvent{Changes: mine, Summarized: summarized})
 		}
 	}
 }

@@ -20,6 +20,9 @@ type Tx struct {
 	done     bool
 	stmts    map[string]*sql.Stmt
 	changes  []RecordChange
+	// summary is set once the transaction changed more records than an event lists
+	// one by one: changes then holds one entry per table, type and origin.
+	summary map[RecordChange]bool
 }
 
 func (tx *Tx) check(write bool) error {
@@ -56,8 +59,32 @@ func (tx *Tx) exec(query string, args ...any) (sql.Result, error) {
 	return s.ExecContext(tx.ctx, args...)
 }
 
+// MaxEventChanges is how many record changes a ChangeEvent lists one by one; a larger
+// transaction (a big sync) is reported per table instead (ChangeEvent.Summarized), so
+// that its memory does not grow with the number of records.
+const MaxEventChanges = 10000
+
 func (tx *Tx) note(table, id string, typ ChangeType, fromSync bool) {
-	tx.changes = append(tx.changes, RecordChange{Table: table, ID: id, Type: typ, FromSync: fromSync})
+	if tx.summary == nil && len(tx.changes) < MaxEventChanges {
+		tx.changes = append(tx.changes, RecordChange{Table: table, ID: id, Type: typ, FromSync: fromSync})
+		return
+	}
+	if tx.summary == nil {
+		listed := tx.changes
+		tx.changes, tx.summary = nil, map[RecordChange]bool{}
+		for _, c := range listed {
+			tx.noteTable(c.Table, c.Type, c.FromSync)
+		}
+	}
+	tx.noteTable(table, typ, fromSync)
+}
+
+func (tx *Tx) noteTable(table string, typ ChangeType, fromSync bool) {
+	k := RecordChange{Table: table, Type: typ, FromSync: fromSync}
+	if !tx.summary[k] {
+		tx.summary[k] = true
+		tx.changes = append(tx.changes, k)
+	}
 }
 
 // Create inserts a new record in table as WatermelonDB's Collection.create does:
