@@ -9,7 +9,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -20,13 +19,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/bench/internal/measure"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
@@ -114,83 +111,19 @@ func startServer(dir string, n int) (*benchServer, error) {
 	return &benchServer{url: ts.URL, token: tok, svc: svc, close: func() { ts.Close(); store.Close() }}, nil
 }
 
-// measurement is what one timed run used.
-type measurement struct {
-	d        time.Duration
-	heapPeak uint64 // above the heap in use before the run
-	rssPeak  uint64 // the process's peak resident set during the run
-}
-
-// measure runs fn, sampling the Go heap and the process's resident set.
-func measure(fn func() error) (measurement, error) {
-	runtime.GC()
-	var base runtime.MemStats
-	runtime.ReadMemStats(&base)
-	resetPeakRSS()
-	var top atomic.Uint64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(3 * time.Millisecond)
-		defer t.Stop()
-		var m runtime.MemStats
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				runtime.ReadMemStats(&m)
-				if m.HeapInuse > top.Load() {
-					top.Store(m.HeapInuse)
-				}
-			}
-		}
-	}()
-	start := time.Now()
-	err := fn()
-	d := time.Since(start)
-	close(stop)
-	<-done
-	p := top.Load()
-	if p < base.HeapInuse {
-		p = base.HeapInuse
-	}
-	return measurement{d: d, heapPeak: p - base.HeapInuse, rssPeak: peakRSS()}, err
-}
-
-// resetPeakRSS resets the kernel's high-water mark of the resident set (Linux).
-func resetPeakRSS() { os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-// peakRSS is the process's peak resident set in bytes (Linux; 0 elsewhere).
-func peakRSS() uint64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
 // firstSync syncs a fresh client database from srv and returns the database.
-func firstSync(dir, name string, srv *benchServer, turbo bool) (*client.DB, measurement, error) {
+func firstSync(dir, name string, srv *benchServer, turbo bool) (*client.DB, measure.Result, error) {
 	db, err := client.Open(filepath.Join(dir, name), sch)
 	if err != nil {
-		return nil, measurement{}, err
+		return nil, measure.Result{}, err
 	}
 	hc, err := mhttp.NewClient(srv.url, mhttp.StaticToken(srv.token), "bench-"+name)
 	if err != nil {
-		return nil, measurement{}, err
+		return nil, measure.Result{}, err
 	}
 	opts := hc.Options()
 	opts.UnsafeTurbo = turbo
-	m, err := measure(func() error { return client.Synchronize(context.Background(), db, opts) })
+	m, err := measure.Run(func() error { return client.Synchronize(context.Background(), db, opts) })
 	if err != nil {
 		db.Close()
 		return nil, m, err
@@ -232,8 +165,8 @@ func run(dir string, n, small, large int, skipJS bool) error {
 	defer srv.close()
 	fmt.Printf("\nfirst sync of %d records into a fresh Go client database (SQLite file)\n", n)
 	fmt.Printf("%-50s %10s %12s %12s %12s\n", "", "time", "rate", "heap peak", "RSS peak")
-	row := func(name string, m measurement, recs int) {
-		fmt.Printf("%-50s %10s %12s %12s %12s\n", name, m.d.Round(time.Millisecond), rate(recs, m.d), mib(m.heapPeak), mib(m.rssPeak))
+	row := func(name string, m measure.Result, recs int) {
+		fmt.Printf("%-50s %10s %12s %12s %12s\n", name, m.D.Round(time.Millisecond), rate(recs, m.D), mib(m.HeapPeak), mib(m.RSSPeak))
 	}
 
 	db, normal, err := firstSync(dir, "normal.db", srv, false)
@@ -254,7 +187,7 @@ func run(dir string, n, small, large int, skipJS bool) error {
 	tdb.Close()
 	row("Synchronize, streamed (UnsafeTurbo)", turbo, n)
 
-	raw, err := measure(func() error { return rawInsert(filepath.Join(dir, "raw.db"), n) })
+	raw, err := measure.Run(func() error { return rawInsert(filepath.Join(dir, "raw.db"), n) })
 	if err != nil {
 		return fmt.Errorf("raw insert: %w", err)
 	}
@@ -289,12 +222,12 @@ func run(dir string, n, small, large int, skipJS bool) error {
 	logA := &client.SyncLog{}
 	opts := hcA.Options()
 	opts.Log = logA
-	inc, err := measure(func() error { return client.Synchronize(context.Background(), db, opts) })
+	inc, err := measure.Run(func() error { return client.Synchronize(context.Background(), db, opts) })
 	if err != nil {
 		return fmt.Errorf("incremental sync: %w", err)
 	}
 	db.Close()
-	fmt.Printf("\nincremental sync after 10 changes on another device: %s (pulled %d records)\n", inc.d.Round(100*time.Microsecond), logA.RemoteChangeCount)
+	fmt.Printf("\nincremental sync after 10 changes on another device: %s (pulled %d records)\n", inc.D.Round(100*time.Microsecond), logA.RemoteChangeCount)
 
 	if large > 0 {
 		fmt.Printf("\nstreamed first sync memory at two sizes (flat memory: the larger sync must not need more)\n")
@@ -310,7 +243,7 @@ func run(dir string, n, small, large int, skipJS bool) error {
 				return err
 			}
 			d.Close()
-			fmt.Printf("%-12d %10s %12s %12s %12s\n", size, m.d.Round(time.Millisecond), rate(size, m.d), mib(m.heapPeak), mib(m.rssPeak))
+			fmt.Printf("%-12d %10s %12s %12s %12s\n", size, m.D.Round(time.Millisecond), rate(size, m.D), mib(m.HeapPeak), mib(m.RSSPeak))
 		}
 	}
 	return nil

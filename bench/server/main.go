@@ -20,10 +20,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/bench/internal/measure"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -44,41 +44,10 @@ func main() {
 	}
 }
 
-// peak samples the heap in use while fn runs.
+// peak runs fn and returns its time and peak heap.
 func peak(fn func() error) (time.Duration, uint64, error) {
-	runtime.GC()
-	var base runtime.MemStats
-	runtime.ReadMemStats(&base)
-	var top atomic.Uint64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(2 * time.Millisecond)
-		defer t.Stop()
-		var m runtime.MemStats
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				runtime.ReadMemStats(&m)
-				if m.HeapInuse > top.Load() {
-					top.Store(m.HeapInuse)
-				}
-			}
-		}
-	}()
-	start := time.Now()
-	err := fn()
-	d := time.Since(start)
-	close(stop)
-	<-done
-	p := top.Load()
-	if p < base.HeapInuse {
-		p = base.HeapInuse
-	}
-	return d, p - base.HeapInuse, err
+	r, err := measure.Run(fn)
+	return r.D, r.HeapPeak, err
 }
 
 func run(dir string, n, pushN int) error {

@@ -1,0 +1,74 @@
+// Package measure times a function while sampling the Go heap and the process's
+// resident set, for the benchmark programs.
+package measure
+
+import (
+	"bufio"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Result is what one run took.
+type Result struct {
+	D time.Duration
+	// HeapPeak is the largest heap in use during the run, above the heap in use
+	// before it (garbage not yet collected included).
+	HeapPeak uint64
+	// RSSPeak is the process's peak resident set during the run (Linux; 0 elsewhere).
+	RSSPeak uint64
+}
+
+// Run runs fn and measures it.
+func Run(fn func() error) (Result, error) {
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets the RSS high-water mark
+	var top atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > top.Load() {
+					top.Store(m.HeapInuse)
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	err := fn()
+	d := time.Since(start)
+	close(stop)
+	<-done
+	p := max(top.Load(), base.HeapInuse)
+	return Result{D: d, HeapPeak: p - base.HeapInuse, RSSPeak: peakRSS()}, err
+}
+
+// peakRSS reads VmHWM from /proc/self/status.
+func peakRSS() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
