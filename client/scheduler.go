@@ -476,8 +476,9 @@ func (s *Scheduler) pulledSince(ts int64) bool {
 	return s.status.LastPulledAt != nil && ts <= *s.status.LastPulledAt
 }
 
-// listen runs opts.Listen until ctx ends, again after each return: at once after a
-// stream that worked a while, with backoff after failures.
+// listen runs opts.Listen until ctx ends, again after each return: after the
+// minimum backoff when the stream had worked for a while (or ended cleanly), after a
+// growing one when it keeps failing.
 func (s *Scheduler) listen(ctx context.Context) {
 	changed := func(ts int64) {
 		for {
