@@ -246,7 +246,9 @@ class Client {
     this.sendDeviceHeader = spec.sendDeviceHeader !== false && !!this.device
     this.sendCreatedAsUpdated = !!spec.sendCreatedAsUpdated
     this.migrationsEnabledAtVersion = spec.migrationsEnabledAtVersion === undefined ? 1 : spec.migrationsEnabledAtVersion
-    this.protocol = spec.protocol || 'api' // "api": /api/sync/*; "docs": GET/POST /sync
+    // "api": POST /api/sync/*; "docs": GET/POST /sync as WatermelonDB's docs; "guide":
+    // the sync guide's examples (GET /api/sync/pull?since=…, bodies without a type)
+    this.protocol = spec.protocol || 'api'
     this.gzip = spec.gzip !== false
     this.gzipRequests = !!spec.gzipRequests
     this.dbName = spec.dbName || `melon-interop-${name}`
@@ -334,6 +336,9 @@ class Client {
       // Exactly as WatermelonDB's docs build it ("null" for a first sync).
       const urlParams = `last_pulled_at=${lastPulledAt}&schema_version=${schemaVersion}&migration=${encodeURIComponent(JSON.stringify(migration))}`
       res = await this.call('GET', `sync?${urlParams}`)
+    } else if (this.protocol === 'guide') {
+      // The guide's incremental-sync example: the timestamp in the URL ("null" first).
+      res = await this.call('GET', `api/sync/pull?since=${lastPulledAt}`)
     } else {
       res = await this.call('POST', 'api/sync/pull', { lastPulledAt: lastPulledAt ?? null, schemaVersion, migration: migration ?? null })
     }
@@ -346,6 +351,9 @@ class Client {
     if (this.protocol === 'docs') {
       // fetch() with a string body sends it as text/plain, as in WatermelonDB's docs.
       res = await this.call('POST', `sync?last_pulled_at=${lastPulledAt}`, JSON.stringify(changes), { 'Content-Type': 'text/plain;charset=UTF-8' })
+    } else if (this.protocol === 'guide') {
+      // The guide's pushChanges: fetch() with a string body and no headers of its own.
+      res = await this.call('POST', 'api/sync/push', JSON.stringify({ changes, lastPulledAt }), { 'Content-Type': 'text/plain;charset=UTF-8' })
     } else {
       res = await this.call('POST', 'api/sync/push', { changes, lastPulledAt })
     }

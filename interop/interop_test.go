@@ -259,10 +259,19 @@ func scenarioFirstAndIncremental(t *testing.T, st store) {
 		named("D pushes gzipped", syncStep("D", M{"expectPush": M{"tables": M{"tasks": tc(nil, ids("t6"), nil)}}})),
 		syncStep("A"), syncStep("B"), syncStep("C"),
 		converged("A", "B", "C", "D"),
+		// E follows the sync guide's own examples: GET /api/sync/pull?since=….
+		named("E first sync, the guide's GET form", syncStep("E", M{"expectPull": M{"tables": M{"projects": tc(ids("p1", "p2", "p3", "p4"), nil, nil), "tasks": tc(ids("t1", "t3", "t5", "t6"), nil, nil)}}})),
+		update("E", "projects", "p4", M{"name": "from the guide"}),
+		named("E pushes as the guide does", syncStep("E", M{"expectPush": M{"tables": M{"projects": tc(nil, ids("p4"), nil)}}})),
+		update("A", "tasks", "t1", M{"position": 11}),
+		syncStep("A"),
+		named("E incremental over GET", syncStep("E", M{"expectPull": M{"tables": M{"tasks": tc(nil, ids("t1"), nil)}}, "expectPush": nil})),
+		syncStep("B"), syncStep("C"), syncStep("D"),
+		converged("A", "B", "C", "D", "E"),
 	}
 	res := run(t, srv, M{
 		"tokens":  M{"alice": alice},
-		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}, "C": M{"user": "alice", "protocol": "docs"}, "D": M{"user": "alice", "gzipRequests": true}},
+		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}, "C": M{"user": "alice", "protocol": "docs"}, "D": M{"user": "alice", "gzipRequests": true}, "E": M{"user": "alice", "protocol": "guide"}},
 		"steps":   steps,
 	}, nil)
 	res.logSyncTimes(t)
