@@ -28,6 +28,9 @@ type ServeMain struct {
 	Retention      time.Duration
 	LogFormat      string
 	MetricsAddr    string
+	Limits         mhttp.Limits
+	SpoolDir       string
+	ReadConns      int
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -55,11 +58,26 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	d := mhttp.DefaultLimits
+	fs.IntVar(&m.Limits.PullsPerUser, "max-pulls-per-user", d.PullsPerUser, "pulls of one user at once (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Pulls, "max-pulls", d.Pulls, "pulls reading the store at once, all users (others wait up to --limit-wait, then 503)")
+	fs.IntVar(&m.Limits.PushesPerUser, "max-pushes-per-user", d.PushesPerUser, "pushes of one user at once (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Pushes, "max-pushes", d.Pushes, "pushes at once, all users (others wait up to --limit-wait, then 503)")
+	fs.IntVar(&m.Limits.StreamsPerUser, "max-streams-per-user", d.StreamsPerUser, "open event streams of one user (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Streams, "max-streams", d.Streams, "open event streams, all users (503 beyond)")
+	fs.IntVar(&m.Limits.LargeBodies, "max-large-bodies", d.LargeBodies, "request bodies over --large-body read and decoded at once (others wait up to --limit-wait, then 503)")
+	fs.Int64Var(&m.Limits.LargeBody, "large-body", d.LargeBody, "size in bytes (after gunzip) from which a request body counts as large")
+	fs.DurationVar(&m.Limits.Wait, "limit-wait", d.Wait, "how long a request waits for a free slot before it is refused with 503")
+	fs.StringVar(&m.SpoolDir, "spool-dir", "", "directory for pull answers over 1 MiB while they are sent (default: the system's temporary directory)")
+	fs.IntVar(&m.ReadConns, "read-conns", 0, "PostgreSQL: connections of the pool that pulls use, apart from the writes' pool (default: the size of the writes' pool)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if m.Limits.Wait <= 0 || m.Limits.LargeBody <= 0 || m.ReadConns < 0 {
+		return errors.New("serve: --limit-wait and --large-body must be positive, --read-conns not negative")
 	}
 	if m.SchemaPath == "" {
 		fs.Usage()
@@ -88,7 +106,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	store, err := openStore(m.DB)
+	store, err := openStore(m.DB, m.ReadConns)
 	if err != nil {
 		return err
 	}
@@ -109,7 +127,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	svc := server.New(store, sch)
-	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()

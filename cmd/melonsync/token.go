@@ -51,7 +51,7 @@ func loadSecret(ctx context.Context, db string) ([]byte, error) {
 	if s := getenv("MELONSYNC_JWT_SECRET"); s != "" {
 		return []byte(s), nil
 	}
-	store, err := openStore(db)
+	store, err := openStore(db, 0)
 	if err != nil {
 		return nil, err
 	}
