@@ -146,6 +146,8 @@ type Schema struct {
 	Migrations *Migrations
 
 	byName map[string]*Table
+	// conflicts holds the tables' conflict policies (conflicts.go).
+	conflicts map[string]Policy
 }
 
 // Table returns the named table, or nil.
