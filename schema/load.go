@@ -52,6 +52,7 @@ func Parse(data []byte) (*Schema, error) {
 		Version    json.RawMessage `json:"version"`
 		Tables     json.RawMessage `json:"tables"`
 		Migrations json.RawMessage `json:"migrations"`
+		Access     json.RawMessage `json:"access"`
 		Conflicts  json.RawMessage `json:"conflicts"`
 	}
 	if err := json.Unmarshal(data, &top); err != nil {
@@ -74,6 +75,9 @@ func Parse(data []byte) (*Schema, error) {
 	s, err := New(version, tables, migs)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.ParseAccess(top.Access); err != nil {
+		return nil, fmt.Errorf("schema: %w", err)
 	}
 	policies, err := ParsePolicies(top.Conflicts)
 	if err != nil {
