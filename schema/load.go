@@ -52,6 +52,7 @@ func Parse(data []byte) (*Schema, error) {
 		Version    json.RawMessage `json:"version"`
 		Tables     json.RawMessage `json:"tables"`
 		Migrations json.RawMessage `json:"migrations"`
+		Access     json.RawMessage `json:"access"`
 	}
 	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, fmt.Errorf("schema: not a JSON object: %v", err)
@@ -70,7 +71,14 @@ func Parse(data []byte) (*Schema, error) {
 			return nil, err
 		}
 	}
-	return New(version, tables, migs)
+	s, err := New(version, tables, migs)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ParseAccess(top.Access); err != nil {
+		return nil, fmt.Errorf("schema: %w", err)
+	}
+	return s, nil
 }
 
 // parseTables accepts an array of tables or an object of tables keyed by name.

@@ -5,18 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/schema"
 )
-
-var idRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// ValidID reports whether id may be a record id: ^[A-Za-z0-9_.-]{1,64}$.
-func ValidID(id string) bool { return idRE.MatchString(id) }
 
 func invalid(format string, args ...any) *melonsync.Error {
 	return melonsync.Errorf(melonsync.EInvalid, format, args...)
@@ -165,7 +159,7 @@ func decodeChangesFast(s *schema.Schema, raw json.RawMessage) (*PushParams, bool
 			case "deleted":
 				for _, item := range items {
 					id, ok := item.(string)
-					if !ok || !ValidID(id) || seen[t.Name+"\x00"+id] {
+					if !ok || !melonsync.ValidID(id) || seen[t.Name+"\x00"+id] {
 						return nil, false
 					}
 					seen[t.Name+"\x00"+id] = true
@@ -276,7 +270,7 @@ func decodeTableChanges(t *schema.Table, raw json.RawMessage, seen map[string]bo
 			if err := json.Unmarshal(rawID, &id); err != nil || bytes.TrimSpace(rawID)[0] != '"' {
 				return tp, invalid("changes.%s.deleted[%d] must be a string id", t.Name, i)
 			}
-			if !ValidID(id) {
+			if !melonsync.ValidID(id) {
 				return tp, invalid("changes.%s.deleted[%d]: invalid id %q (expected ^[A-Za-z0-9_.-]{1,64}$)", t.Name, i, truncate(id))
 			}
 			if seen[t.Name+"\x00"+id] {
@@ -302,7 +296,7 @@ func recordFromMap(t *schema.Table, m map[string]any) (PushedRecord, error) {
 	if !ok {
 		return PushedRecord{}, fmt.Errorf("a record needs a string id")
 	}
-	if !ValidID(id) {
+	if !melonsync.ValidID(id) {
 		return PushedRecord{}, fmt.Errorf("invalid id %q (expected ^[A-Za-z0-9_.-]{1,64}$)", truncate(id))
 	}
 	for k := range m {

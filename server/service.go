@@ -50,10 +50,13 @@ type PullParams struct {
 }
 
 // Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
-// streaming it from one consistent snapshot of the store. Errors: conflict when the
-// client's schema version is newer than the server's (SchemaAheadError: a rolling
-// upgrade is under way and this process cannot serve it yet); internal for store
-// failures.
+// streaming it from one consistent snapshot of the store. A schema version that is
+// not given is served as the server's. Errors: unauthorized without a user; conflict
+// when the client's schema version is newer than the server's (SchemaAheadError: a
+// rolling upgrade is under way and this process cannot serve it yet); store failures
+// as they come (internal, unavailable). Nothing is written to w before the snapshot is
+// open, but a failure after the answer started leaves w with a partial answer: the
+// caller must not present it as complete.
 func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer) error {
 	if c.User == "" {
 		return melonsync.Errorf(melonsync.EUnauthorized, "no user")

@@ -24,6 +24,7 @@ type ServeMain struct {
 	DB             string
 	SchemaPath     string
 	MigrationsPath string
+	AccessPath     string
 	MaxBody        int64
 	Retention      time.Duration
 	LogFormat      string
@@ -51,6 +52,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
 	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
+	fs.StringVar(&m.AccessPath, "access", "", "access rules JSON file (SPEC §6; replaces the schema file's \"access\" key)")
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
@@ -87,6 +89,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	sch, err := schema.LoadWithMigrations(m.SchemaPath, m.MigrationsPath)
 	if err != nil {
 		return err
+	}
+	if m.AccessPath != "" {
+		if err := sch.LoadAccess(m.AccessPath); err != nil {
+			return err
+		}
 	}
 	store, err := openStore(m.DB)
 	if err != nil {
