@@ -196,6 +196,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == melonsync.EUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	if e.Code == melonsync.EConflict && e.Details["reason"] == server.ReasonSchemaAhead {
+		w.Header().Set("Retry-After", strconv.Itoa(server.SchemaAheadRetry))
+	}
 	details := e.Details
 	if details == nil {
 		details = map[string]any{}

@@ -24,6 +24,9 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 	err := s.store.Write(ctx, func(tx WriteTx) error {
 		// A store may run this again after an aborted attempt: start afresh.
 		resp.RejectedIDs, resp.Timestamp, wrote = nil, 0, false
+		if err := checkClock(tx, p); err != nil {
+			return err
+		}
 		conflicts := map[string][]string{}
 		rejected := map[string][]string{}
 		type planned struct {
@@ -143,4 +146,34 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 		s.feed.Publish(c.User, resp.Timestamp)
 	}
 	return resp, nil
+}
+
+// checkClock refuses a push whose lastPulledAt is above the server's clock: the
+// client never got that timestamp from this store (a restored backup, another
+// server, a forged value), so its view of the data cannot be checked for conflicts.
+// Every pushed record is a conflict; the client pulls (getting a replacement answer)
+// and pushes again.
+func checkClock(tx WriteTx, p *PushParams) error {
+	clock, err := tx.Clock()
+	if err != nil {
+		return err
+	}
+	if p.LastPulledAt <= clock {
+		return nil
+	}
+	ids := map[string][]string{}
+	for _, tp := range p.Tables {
+		for _, r := range tp.Created {
+			ids[tp.Table.Name] = append(ids[tp.Table.Name], r.ID)
+		}
+		for _, r := range tp.Updated {
+			ids[tp.Table.Name] = append(ids[tp.Table.Name], r.ID)
+		}
+		ids[tp.Table.Name] = append(ids[tp.Table.Name], tp.Deleted...)
+	}
+	e := melonsync.ConflictError(ids)
+	e.Message = fmt.Sprintf("lastPulledAt %d is later than the server's clock %d: this server never handed it out; pull and try again", p.LastPulledAt, clock)
+	e.Details["reason"] = "last_pulled_at_ahead"
+	e.Details["serverClock"] = clock
+	return e
 }

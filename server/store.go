@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"github.com/melonsync/melonsync/schema"
 )
@@ -127,3 +128,11 @@ type Op struct {
 	// Device that makes the change ("" when unknown).
 	Device string
 }
+
+// ErrNoSecret is returned by the stores' LoadSecret when the store exists but keeps
+// no JWT secret yet (no server has started on it).
+var ErrNoSecret = errors.New("the store keeps no JWT secret yet (start melonsync serve on it once, or set MELONSYNC_JWT_SECRET)")
+
+// ErrNoStore is returned by the stores' LoadSecret when the database holds no
+// melonsync store (a wrong path, a wrong database or search_path).
+var ErrNoStore = errors.New("no melonsync store there (check --db, or start melonsync serve on it once)")
