@@ -143,7 +143,9 @@ func TestWriteHook(t *testing.T) {
 		{"timeout", func(w http.ResponseWriter, body []byte) { time.Sleep(time.Second); w.Write([]byte(`{}`)) }},
 		{"500", func(w http.ResponseWriter, body []byte) { w.WriteHeader(500) }},
 		{"bad JSON", func(w http.ResponseWriter, body []byte) { w.Write([]byte(`{"rejected": [`)) }},
-		{"unknown ids", func(w http.ResponseWriter, body []byte) { w.Write([]byte(`{"rejected":{"t_client":["never-pushed"]}}`)) }},
+		{"unknown ids", func(w http.ResponseWriter, body []byte) {
+			w.Write([]byte(`{"rejected":{"t_client":["never-pushed"]}}`))
+		}},
 	}
 	push2 := []byte(`{"lastPulledAt":0,"changes":{"t_client":{"created":[{"id":"n2","title":"x"}],"updated":[],"deleted":[]}}}`)
 	for _, f := range failures {
