@@ -24,6 +24,7 @@ type ServeMain struct {
 	DB             string
 	SchemaPath     string
 	MigrationsPath string
+	AccessPath     string
 	MaxBody        int64
 	Retention      time.Duration
 	LogFormat      string
@@ -31,6 +32,10 @@ type ServeMain struct {
 	Limits         mhttp.Limits
 	SpoolDir       string
 	ReadConns      int
+	HookURL        string
+	HookSecret     string
+	HookTimeout    time.Duration
+	HookTables     string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -54,6 +59,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
 	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
+	fs.StringVar(&m.AccessPath, "access", "", "access rules JSON file (SPEC §6; replaces the schema file's \"access\" key)")
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
@@ -70,7 +76,14 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Limits.Wait, "limit-wait", d.Wait, "how long a request waits for a free slot before it is refused with 503")
 	fs.StringVar(&m.SpoolDir, "spool-dir", "", "directory for pull answers over 1 MiB while they are sent (default: the system's temporary directory)")
 	fs.IntVar(&m.ReadConns, "read-conns", 0, "PostgreSQL: connections of the pool that pulls use, apart from the writes' pool (default: the size of the writes' pool)")
+	fs.StringVar(&m.HookURL, "hook-url", getenv("MELONSYNC_HOOK_URL"), "POST every push to this URL of the app's backend before it is written (env MELONSYNC_HOOK_URL; see docs/conflicts.md)")
+	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
+	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
+	fs.StringVar(&m.HookTables, "hook-tables", getenv("MELONSYNC_HOOK_TABLES"), "comma-separated tables the hook sees (default: every table; env MELONSYNC_HOOK_TABLES)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := m.checkHookFlags(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -106,6 +119,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.AccessPath != "" {
+		if err := sch.LoadAccess(m.AccessPath); err != nil {
+			return err
+		}
+	}
 	store, err := openStore(m.DB, m.ReadConns)
 	if err != nil {
 		return err
@@ -127,6 +145,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	svc := server.New(store, sch)
+	if err := m.setHook(svc); err != nil {
+		return err
+	}
 	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)

@@ -15,7 +15,7 @@ import (
 // SQLite file path (the default).
 // readConns sizes PostgreSQL's pool of pulls (0: its default).
 func openStore(db string, readConns int) (server.Store, error) {
-	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+	if isPostgres(db) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		var opts []postgres.Option
@@ -29,6 +29,11 @@ func openStore(db string, readConns int) (server.Store, error) {
 		return s, nil
 	}
 	return sqlite.Open(db)
+}
+
+// isPostgres tells a PostgreSQL URL from a SQLite path.
+func isPostgres(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }
 
 // redact hides a password in a database URL.
