@@ -74,6 +74,9 @@ type PushResponse struct {
 	OK          bool                `json:"ok"`
 	Timestamp   int64               `json:"timestamp"`
 	RejectedIDs map[string][]string `json:"experimentalRejectedIds,omitempty"`
+	// RejectedReasons says, by record id, why a rejected record was refused (the write
+	// hook's reasons); ids refused without a reason are absent.
+	RejectedReasons map[string]string `json:"rejectedReasons,omitempty"`
 }
 
 // Strategy values of PullResponse.Strategy.

@@ -15,10 +15,19 @@ import (
 // push with a conflict error listing the ids — unless the change came from the
 // caller's own device (a retried push whose answer was lost). Errors: conflict;
 // internal for store failures.
+//
+// Records the database refuses for their data (a constraint the app's own SQL added)
+// are refused one by one too, with the database's reason in RejectedReasons, and the
+// rest of the push applies (refused.go).
 func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync.PushResponse, error) {
 	if c.User == "" {
 		return nil, melonsync.Errorf(melonsync.EUnauthorized, "no user")
 	}
+	return s.pushRefusing(p, func(p *PushParams) (*melonsync.PushResponse, error) { return s.push(ctx, c, p) })
+}
+
+// push writes p in one transaction (see Push).
+func (s *Service) push(ctx context.Context, c Caller, p *PushParams) (*melonsync.PushResponse, error) {
 	resp := &melonsync.PushResponse{OK: true}
 	wrote := false
 	err := s.store.Write(ctx, func(tx WriteTx) error {
