@@ -77,6 +77,10 @@ type PushResponse struct {
 	// RejectedReasons says, by record id, why a rejected record was refused (the write
 	// hook's reasons); ids refused without a reason are absent.
 	RejectedReasons map[string]string `json:"rejectedReasons,omitempty"`
+	// ResolvedIDs lists the pushed records that met a newer change on the server and
+	// were settled by their table's conflict policy instead of a 409; the device pulls
+	// the settled record back as "updated".
+	ResolvedIDs map[string][]string `json:"resolvedIds,omitempty"`
 }
 
 // Strategy values of PullResponse.Strategy.

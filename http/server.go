@@ -1,6 +1,6 @@
-// Package http is melonsync's HTTP transport: the server's handlers (routes, auth,
-// error mapping, gzip, body limits) and the client-side transport that speaks the
-// same protocol.
+// Package http is the server's HTTP side: the sync protocol's handlers (routes, auth,
+// error mapping, gzip, body limits, live updates, metrics). The Go client's side of
+// the same protocol is package transport.
 package http
 
 import (

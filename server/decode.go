@@ -42,6 +42,11 @@ type PushedRecord struct {
 	ID     string
 	Values []any
 	Set    []bool
+	// Changed marks the columns named in the record's "_changed" list (WatermelonDB's
+	// columns changed since the last sync); nil when the record has no "_changed".
+	// Only conflict policies read it (client-wins); it never limits what is written
+	// when there is no conflict.
+	Changed []bool
 }
 
 // DecodePush validates and decodes a push body {"changes": …, "lastPulledAt": n}.
@@ -315,7 +320,22 @@ func recordFromMap(t *schema.Table, m map[string]any) (PushedRecord, error) {
 		rec.Values[i] = c.Sanitize(v)
 		rec.Set[i] = true
 	}
+	if ch, ok := m["_changed"].(string); ok {
+		rec.Changed = changedColumns(t, ch)
+	}
 	return rec, nil
+}
+
+// changedColumns turns a "_changed" list ("name,is_done") into flags per column of t;
+// names that are not columns of t are ignored.
+func changedColumns(t *schema.Table, list string) []bool {
+	out := make([]bool, len(t.Columns))
+	for _, name := range strings.Split(list, ",") {
+		if i := t.ColumnIndex(strings.TrimSpace(name)); i >= 0 {
+			out[i] = true
+		}
+	}
+	return out
 }
 
 func unmarshalObject(raw []byte, v any) error {

@@ -15,6 +15,7 @@ type Service struct {
 	store  Store
 	schema *schema.Schema
 	feed   Feed
+	hook   *writeHook // nil: no write hook (hook.go)
 }
 
 // New returns a Service over store for schema s. The store must have been prepared

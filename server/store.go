@@ -65,6 +65,10 @@ type WriteTx interface {
 	Version() (int64, error)
 	// Apply performs ops on t with this transaction's version.
 	Apply(t *schema.Table, ops []Op) error
+	// Values returns, for the live rows of t with these ids, the values of cols in
+	// order (string, float64, bool or nil). Missing rows and tombstones are absent.
+	// Conflict policies call it after Lookup, on rows Lookup has seen.
+	Values(t *schema.Table, cols []schema.Column, ids []string) (map[string][]any, error)
 }
 
 // Filter selects rows for Scan.

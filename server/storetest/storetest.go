@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 			tc.fn(t, h)
 		})
 	}
+	runPolicies(t, newStore)
 }
 
 // Harness drives a Service in tests.
