@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/melonsync/melonsync"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -106,7 +107,7 @@ func (tx *Tx) Create(table string, values map[string]any) (Record, error) {
 	for k, v := range values {
 		if k == "id" {
 			s, ok := v.(string)
-			if !ok || !ValidID(s) {
+			if !ok || !melonsync.ValidID(s) {
 				return nil, fmt.Errorf("%w: id %v for %s must be a string matching ^[A-Za-z0-9_.-]{1,64}$", ErrInvalid, v, table)
 			}
 			id = s

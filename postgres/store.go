@@ -51,7 +51,7 @@ type Store struct {
 	connCfg     *pgx.ConnConfig
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
-	instance    string // random id of this store: names its clock lock and settings
+	instance    string                        // random id of this store: names its clock lock and settings
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 
 	mu     sync.Mutex // guards closed and watch.Add

@@ -72,7 +72,7 @@ func sqlType(t schema.Type) string {
 	}
 }
 
-// groupExpr is the SQL of a group table's group value ('' when t has none).
+// groupExpr is the SQL of a group table's group value (” when t has none).
 func groupExpr(t *schema.Table) string {
 	switch {
 	case t.Rule.Kind != schema.GroupRule:
@@ -83,7 +83,7 @@ func groupExpr(t *schema.Table) string {
 	return `coalesce(` + quoteIdent(t.Rule.By) + `, '')`
 }
 
-// userExpr is the SQL of the user a membership row names ('' outside members tables).
+// userExpr is the SQL of the user a membership row names (” outside members tables).
 func userExpr(t *schema.Table) string {
 	if g := t.Rule.MembersOf; g != nil {
 		return `coalesce(` + quoteIdent(g.UserCol) + `, '')`

@@ -174,18 +174,18 @@ func memberships(tx ReadTx, g *schema.Group, user string, since int64) (*members
 	return m, nil
 }
 
-// verdict is what an incremental pull sends for one changed row.
-type verdict int
+// pullVerdict is what an incremental pull sends for one changed row.
+type pullVerdict int
 
 const (
-	skip verdict = iota
+	skip pullVerdict = iota
 	sendCreated
 	sendUpdated
 	sendDeleted
 )
 
 // judge applies ACCESS.md's table to a row changed (or moved) after since.
-func judge(c Caller, m *membership, st *rowState, since int64) verdict {
+func judge(c Caller, m *membership, st *rowState, since int64) pullVerdict {
 	readNow := !st.deleted && st.group != "" && m.now[st.group]
 	grpS, _, existed := st.atSince(since)
 	readThen := existed && grpS != "" && m.then[grpS]
@@ -254,7 +254,7 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 	if err := firstMoves(tx, t, since, states); err != nil {
 		return err
 	}
-	verdicts := make(map[string]verdict, len(states))
+	verdicts := make(map[string]pullVerdict, len(states))
 	var deleted []string
 	for id, st := range states {
 		v := judge(c, m, st, since)
@@ -267,7 +267,7 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 
 	// 2. Grants: every row of the groups joined since, unless judged above.
 	joined := diff(m.now, m.then)
-	grant := func(r *Row) verdict {
+	grant := func(r *Row) pullVerdict {
 		if v, ok := verdicts[r.ID]; ok {
 			return v
 		}
@@ -278,7 +278,7 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 	}
 	changed := Filter{Groups: now, After: since}
 	granted := Filter{Groups: joined}
-	write := func(want verdict) error {
+	write := func(want pullVerdict) error {
 		if err := scanRecords(tx, t, cols, changed, enc, func(r *Row) bool { return verdicts[r.ID] == want }); err != nil {
 			return err
 		}

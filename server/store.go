@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"github.com/melonsync/melonsync/schema"
 )
@@ -97,6 +98,10 @@ type WriteTx interface {
 	// transaction, so founders of one id take turns) and reports whether no live row
 	// of any table of that kind belongs to the group.
 	Unclaimed(g *schema.Group, id string) (bool, error)
+	// Values returns, for the live rows of t with these ids, the values of cols in
+	// order (string, float64, bool or nil). Missing rows and tombstones are absent.
+	// Conflict policies call it after Lookup, on rows Lookup has seen.
+	Values(t *schema.Table, cols []schema.Column, ids []string) (map[string][]any, error)
 }
 
 // Filter selects rows for Scan. Its scope is, in this order: every row (Any), the
@@ -183,3 +188,11 @@ type Op struct {
 	OldGroup, Group string
 	OldUser, User   string
 }
+
+// ErrNoSecret is returned by the stores' LoadSecret when the store exists but keeps
+// no JWT secret yet (no server has started on it).
+var ErrNoSecret = errors.New("the store keeps no JWT secret yet (start melonsync serve on it once, or set MELONSYNC_JWT_SECRET)")
+
+// ErrNoStore is returned by the stores' LoadSecret when the database holds no
+// melonsync store (a wrong path, a wrong database or search_path).
+var ErrNoStore = errors.New("no melonsync store there (check --db, or start melonsync serve on it once)")

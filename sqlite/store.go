@@ -1,9 +1,9 @@
-// Package sqlite is melonsync's SQLite layer: the server's default store (one file,
-// no set-up) and the driver settings every SQLite file of ours uses.
+// Package sqlite is melonsync's default server store: a server.Store in one SQLite
+// file, with no set-up.
 //
-// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes
-// are serialized and versions are handed out in commit order; a small pool of
-// read-only connections, each pull reading one snapshot.
+// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes are serialized
+// and versions are handed out in commit order; a small pool of read-only
+// connections, each pull reading one snapshot.
 package sqlite
 
 import (
