@@ -710,4 +710,3 @@ func (w *writeTx) Unclaimed(g *schema.Group, id string) (bool, error) {
 }
 
 var errStop = errors.New("stop")
-
