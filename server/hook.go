@@ -358,8 +358,11 @@ func (v *verdict) report(resp *melonsync.PushResponse) {
 		}
 		resp.RejectedIDs[table] = append(resp.RejectedIDs[table], ids...)
 	}
-	if len(v.reasons) > 0 {
-		resp.RejectedReasons = v.reasons
+	for id, why := range v.reasons {
+		if resp.RejectedReasons == nil {
+			resp.RejectedReasons = map[string]string{}
+		}
+		resp.RejectedReasons[id] = why // beside the database's refusals, if any
 	}
 }
 

@@ -21,6 +21,10 @@ import (
 // rejects are refused with its reasons (RejectedReasons), its rewritten values are
 // written instead of the pushed ones, and a hook failure answers unavailable with
 // nothing written.
+//
+// Records the database refuses for their data (a constraint the app's own SQL added)
+// are refused one by one too, with the database's reason in RejectedReasons, and the
+// rest of the push applies (refused.go).
 func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync.PushResponse, error) {
 	if c.User == "" {
 		return nil, melonsync.Errorf(melonsync.EUnauthorized, "no user")
@@ -32,8 +36,14 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 }
 
 // push writes p in one transaction (see Push); guard, when not nil, abandons the
-// transaction if a record the write hook was shown changed since (hook.go).
+// transaction if a record the write hook was shown changed since (hook.go). Records
+// the database refuses are left out and refused (refused.go).
 func (s *Service) push(ctx context.Context, c Caller, p *PushParams, guard *hookGuard) (*melonsync.PushResponse, error) {
+	return s.pushRefusing(p, func(p *PushParams) (*melonsync.PushResponse, error) { return s.pushOnce(ctx, c, p, guard) })
+}
+
+// pushOnce is push without the handling of refused records.
+func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *hookGuard) (*melonsync.PushResponse, error) {
 	resp := &melonsync.PushResponse{OK: true}
 	wrote := false
 	err := s.store.Write(ctx, func(tx WriteTx) error {

@@ -240,7 +240,17 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 	if err := fn(wt); err != nil {
 		return err
 	}
+	if wt.version != 0 {
+		// The marker that tells this transaction's rows to the triggers (triggers.go)
+		// is never committed.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM "__melon_meta" WHERE "key" = 'writing'`); err != nil {
+			return fmt.Errorf("sqlite: commit: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
+		if isRefusal(err) {
+			return refusedAtCommit(err)
+		}
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
@@ -432,6 +442,11 @@ func (w *writeTx) Version() (int64, error) {
 	if _, err := w.tx.ExecContext(w.ctx, `UPDATE "__melon_meta" SET "value" = ? WHERE "key" = 'clock'`, strconv.FormatInt(v, 10)); err != nil {
 		return 0, fmt.Errorf("sqlite: clock: %w", err)
 	}
+	// Rows with this version are melonsync's own writes: the triggers leave them
+	// alone, and stamp side effects (the app's triggers, cascades) with it.
+	if _, err := w.tx.ExecContext(w.ctx, `INSERT OR REPLACE INTO "__melon_meta" ("key", "value") VALUES ('writing', ?)`, strconv.FormatInt(v, 10)); err != nil {
+		return 0, fmt.Errorf("sqlite: clock: %w", err)
+	}
 	w.version = v
 	w.clock = v
 	return v, nil
@@ -492,6 +507,7 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 		nulls.WriteString(", " + quote(c.Name) + " = NULL")
 	}
 	deleteSQL := `UPDATE ` + q + ` SET "__deleted" = 1, "__version" = ?, "__device" = ?` + nulls.String() + ` WHERE "id" = ?`
+	var refused *server.RefusedError
 	for _, op := range ops {
 		var err error
 		switch op.Kind {
@@ -530,9 +546,20 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			}
 			_, err = st.ExecContext(w.ctx, v, op.Device, op.ID)
 		}
+		if err != nil && isRefusal(err) {
+			// SQLite undid this statement only: go on, and report every refused record.
+			if refused == nil {
+				refused = &server.RefusedError{Table: t.Name, Reasons: map[string]string{}}
+			}
+			refused.Reasons[op.ID] = refusalReason(err)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("sqlite: apply %s: %w", t.Name, err)
 		}
+	}
+	if refused != nil {
+		return refused
 	}
 	return nil
 }

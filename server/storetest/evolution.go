@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/melonsync/melonsync"
@@ -52,4 +53,45 @@ func testPushAboveClock(t *testing.T, h *Harness) {
 	eq(t, "nothing written", after, before)
 	// The timestamp itself is fine.
 	h.MustPush("alice", "b", before.Timestamp, projects("", `{"id":"p1","name":"again"}`, ""))
+}
+
+// CheckRefusedRecords checks a store on which the caller made the database refuse
+// comments whose task_id names no task (a foreign key, a trigger: a constraint the
+// app's own SQL added): a push carrying such a comment is not a failure; the comment
+// is refused on its own (experimentalRejectedIds, with the database's reason in
+// rejectedReasons, naming constraintWord), the rest of the push applies, and a push
+// that breaks nothing is untouched.
+func CheckRefusedRecords(t *testing.T, h *Harness, constraintWord string) {
+	t.Helper()
+	t0 := h.PullFrom("alice", "a", 0).Timestamp
+	resp, err := h.Push("alice", "a", t0, `{
+		"tasks":{"created":[{"id":"t1","name":"T"}]},
+		"comments":{"created":[{"id":"c1","task_id":"nope","body":"orphan"},{"id":"c2","task_id":"t1","body":"ok"},{"id":"c3","task_id":"gone","body":"orphan"}]}}`)
+	if err != nil {
+		t.Fatalf("push with records the database refuses: want them refused one by one, got %v (code %s)", err, code(err))
+	}
+	eq(t, "rejected", resp.RejectedIDs, map[string][]string{"comments": {"c1", "c3"}})
+	for _, id := range []string{"c1", "c3"} {
+		if why := resp.RejectedReasons[id]; !strings.Contains(why, constraintWord) {
+			t.Errorf("reason for %s = %q, want it to name %q", id, why, constraintWord)
+		}
+	}
+	r := h.PullFrom("alice", "b", 0)
+	eq(t, "tasks", IDs(tc(r, "tasks").Created), []string{"t1"})
+	eq(t, "comments", IDs(tc(r, "comments").Created), []string{"c2"})
+	if resp.Timestamp != r.Timestamp {
+		t.Errorf("push timestamp %d, pull timestamp %d", resp.Timestamp, r.Timestamp)
+	}
+	// An update that breaks the constraint is refused too; the record keeps its value.
+	resp, err = h.Push("alice", "a", r.Timestamp, `{"comments":{"updated":[{"id":"c2","task_id":"nope"}]}}`)
+	if err != nil {
+		t.Fatalf("update refused by the database: %v", err)
+	}
+	eq(t, "rejected update", resp.RejectedIDs, map[string][]string{"comments": {"c2"}})
+	r = h.PullFrom("alice", "b", 0)
+	eq(t, "c2 unchanged", tc(r, "comments").Created, []map[string]any{{"id": "c2", "task_id": "t1", "body": "ok"}})
+	resp = h.MustPush("alice", "a", r.Timestamp, `{"comments":{"created":[{"id":"c4","task_id":"t1","body":"fine"}]}}`)
+	if len(resp.RejectedIDs) != 0 {
+		t.Errorf("a push that breaks nothing was refused: %v", resp.RejectedIDs)
+	}
 }
