@@ -13,16 +13,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 var _ server.Store = (*Store)(nil)
@@ -41,36 +39,20 @@ type Store struct {
 	Now func() time.Time
 }
 
-// DSN returns the data source name of path with melonsync's settings: WAL, a busy
-// timeout, full fsync on commit and foreign keys on. txlock is "immediate" for the
-// writer connection and "deferred" for readers.
-func DSN(path, txlock string) string {
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", txlock)
-	return "file:" + path + "?" + q.Encode()
-}
+// storeOptions are the SQLite settings of the server store (see DESIGN.md): eight readers
+// for concurrent pulls, a 10 s busy timeout (a second process, such as
+// "melonsync token", may hold the write lock briefly), full fsync on commit (an
+// acknowledged push survives power loss) and foreign keys on.
+var storeOptions = sqlitedb.Options{ReadConns: 8, BusyTimeout: 10 * time.Second, Synchronous: "FULL", ForeignKeys: true}
 
 // Open opens (creating if needed) the store in the SQLite file at path and brings
 // our own tables up to date. Call Prepare with the schema before serving.
 func Open(path string) (*Store, error) {
-	w, err := sql.Open("sqlite", DSN(path, "immediate"))
+	db, err := sqlitedb.Open(path, storeOptions, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	r, err := sql.Open("sqlite", DSN(path, "deferred"))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
+	w, r := db.Writer, db.Reader
 	s := &Store{path: path, writer: w, reader: r, Now: time.Now}
 	if err := s.migrate(context.Background()); err != nil {
 		s.Close()
@@ -345,7 +327,7 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		}
 	}
 	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE "__owner" = ? AND "__deleted" = ?`)
-	args := []any{f.Owner, boolInt(f.Deleted)}
+	args := []any{f.Owner, sqlitedb.Bind(f.Deleted)}
 	if f.After > 0 {
 		b.WriteString(` AND "__version" > ?`)
 		args = append(args, f.After)
@@ -380,13 +362,13 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		if err := rows.Scan(ptrs...); err != nil {
 			return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
 		}
-		row.ID = asString(raw[0])
-		row.Version = asInt(raw[1])
-		row.CreatedVersion = asInt(raw[2])
-		row.CreatedDevice = asString(raw[3])
+		row.ID = sqlitedb.Text(raw[0])
+		row.Version = sqlitedb.Int(raw[1])
+		row.CreatedVersion = sqlitedb.Int(raw[2])
+		row.CreatedDevice = sqlitedb.Text(raw[3])
 		if !f.Deleted {
 			for i, c := range cols {
-				row.Values[i] = fromSQL(c.Type, raw[4+i])
+				row.Values[i] = sqlitedb.Value(c.Type, raw[4+i])
 			}
 		}
 		if err := fn(row); err != nil {
@@ -403,29 +385,12 @@ type writeTx struct {
 	readTx
 	now     func() time.Time
 	version int64
-	stmts   map[string]*sql.Stmt
+	stmts   sqlitedb.Stmts
 }
 
-func (w *writeTx) close() {
-	for _, st := range w.stmts {
-		st.Close()
-	}
-}
+func (w *writeTx) close() { w.stmts.Close() }
 
-func (w *writeTx) stmt(q string) (*sql.Stmt, error) {
-	if st, ok := w.stmts[q]; ok {
-		return st, nil
-	}
-	st, err := w.tx.PrepareContext(w.ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	if w.stmts == nil {
-		w.stmts = map[string]*sql.Stmt{}
-	}
-	w.stmts[q] = st
-	return st, nil
-}
+func (w *writeTx) stmt(q string) (*sql.Stmt, error) { return w.stmts.Get(w.ctx, w.tx, q) }
 
 func (w *writeTx) Version() (int64, error) {
 	if w.version != 0 {
@@ -518,8 +483,8 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			}
 			args := make([]any, 0, 6+len(t.Columns))
 			args = append(args, op.ID, op.Owner, v, v, op.Device, op.Device)
-			for i, c := range t.Columns {
-				args = append(args, toSQL(c.Type, op.Values[i]))
+			for i := range t.Columns {
+				args = append(args, sqlitedb.Bind(op.Values[i]))
 			}
 			_, err = st.ExecContext(w.ctx, args...)
 		case server.OpUpdate:
@@ -529,7 +494,7 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			for i, c := range t.Columns {
 				if op.Set[i] {
 					b.WriteString(", " + quote(c.Name) + " = ?")
-					args = append(args, toSQL(c.Type, op.Values[i]))
+					args = append(args, sqlitedb.Bind(op.Values[i]))
 				}
 			}
 			b.WriteString(` WHERE "id" = ?`)
@@ -562,72 +527,4 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 		return refused
 	}
 	return nil
-}
-
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func toSQL(t schema.Type, v any) any {
-	if b, ok := v.(bool); ok {
-		return boolInt(b)
-	}
-	return v
-}
-
-func fromSQL(t schema.Type, v any) any {
-	if v == nil {
-		return nil
-	}
-	switch t {
-	case schema.Boolean:
-		switch x := v.(type) {
-		case int64:
-			return x != 0
-		case float64:
-			return x != 0
-		case bool:
-			return x
-		}
-		return nil
-	case schema.Number:
-		switch x := v.(type) {
-		case float64:
-			return x
-		case int64:
-			return float64(x)
-		}
-		return nil
-	default:
-		switch x := v.(type) {
-		case string:
-			return x
-		case []byte:
-			return string(x)
-		}
-		return nil
-	}
-}
-
-func asString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	}
-	return ""
-}
-
-func asInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case float64:
-		return int64(x)
-	}
-	return 0
 }
