@@ -152,6 +152,8 @@ type Schema struct {
 	Access *Access
 
 	byName map[string]*Table
+	// conflicts holds the tables' conflict policies (conflicts.go).
+	conflicts map[string]Policy
 }
 
 // Table returns the named table, or nil.

@@ -29,6 +29,10 @@ type ServeMain struct {
 	Retention      time.Duration
 	LogFormat      string
 	MetricsAddr    string
+	HookURL        string
+	HookSecret     string
+	HookTimeout    time.Duration
+	HookTables     string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -57,7 +61,14 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.HookURL, "hook-url", getenv("MELONSYNC_HOOK_URL"), "POST every push to this URL of the app's backend before it is written (env MELONSYNC_HOOK_URL; see docs/conflicts.md)")
+	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
+	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
+	fs.StringVar(&m.HookTables, "hook-tables", getenv("MELONSYNC_HOOK_TABLES"), "comma-separated tables the hook sees (default: every table; env MELONSYNC_HOOK_TABLES)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := m.checkHookFlags(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -116,6 +127,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	svc := server.New(store, sch)
+	if err := m.setHook(svc); err != nil {
+		return err
+	}
 	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
