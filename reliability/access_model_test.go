@@ -44,6 +44,7 @@ import (
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
 
 var accessUsers = []string{"alice", "bob", "carol"}
@@ -309,8 +310,8 @@ func newAccessHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store
 		ct := http.DefaultTransport.(*http.Transport).Clone()
 		rec := &accessRecorder{h: h, client: i, user: user, next: ct}
 		hc := &http.Client{Transport: &faultTransport{srv: h.srv, plan: c.plan, next: rec, base: ct}}
-		c.remote, err = mhttp.NewClient("http://server.invalid", mhttp.StaticToken(h.tokens[user]), device,
-			mhttp.WithHTTPClient(hc), mhttp.WithGzipThreshold(-1), mhttp.WithTimeout(30*time.Second))
+		c.remote, err = transport.NewClient("http://server.invalid", transport.StaticToken(h.tokens[user]), device,
+			transport.WithHTTPClient(hc), transport.WithGzipThreshold(-1), transport.WithTimeout(30*time.Second))
 		if err != nil {
 			rt.Fatal(err)
 		}
