@@ -276,6 +276,10 @@ func (h *Handler) caller(r *http.Request) (server.Caller, error) {
 	if err != nil {
 		return server.Caller{}, err
 	}
+	if strings.IndexByte(user, 0) >= 0 {
+		// No store can keep it as it is (PostgreSQL's text refuses U+0000).
+		return server.Caller{}, melonsync.Errorf(melonsync.EUnauthorized, "the token's user id holds U+0000, which no user id may")
+	}
 	c := server.Caller{User: user, Device: r.Header.Get(melonsync.HeaderDevice)}
 	if c.Device != "" && !melonsync.ValidID(c.Device) {
 		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
@@ -418,6 +422,9 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 func (h *Handler) streamPull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
 	out := newResponse(w, r)
 	if err := h.svc.Pull(r.Context(), c, p, out); err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away: nothing is wrong with the server
+		}
 		if out.started {
 			// Headers are gone: cut the stream so the client sees a broken body.
 			h.log.Error("pull failed mid-stream", "err", err.Error())
