@@ -214,13 +214,14 @@ func TestWatch(t *testing.T) {
 	sch := `"` + s.SchemaName() + `".`
 	ctx, cancel := context.WithCancel(context.Background())
 	type event struct {
-		user string
-		v    int64
+		user   string
+		v      int64
+		device string
 	}
 	events := make(chan event, 100)
 	watchErr := make(chan error, 1)
 	go func() {
-		watchErr <- s.Watch(ctx, func(user string, v int64) { events <- event{user, v} })
+		watchErr <- s.Watch(ctx, func(user string, v int64, device string) { events <- event{user, v, device} })
 	}()
 	defer cancel()
 	wait := func(what, user string) int64 {
@@ -230,6 +231,9 @@ func TestWatch(t *testing.T) {
 			select {
 			case e := <-events:
 				if e.user == user {
+					if e.device != "" {
+						t.Errorf("%s: a plain SQL write was announced with device %q", what, e.device)
+					}
 					return e.v
 				}
 			case <-timeout:
@@ -246,6 +250,9 @@ func TestWatch(t *testing.T) {
 		case e := <-events:
 			if e.user == "alice" && e.v == resp.Timestamp {
 				got = e.v
+				if e.device != "a" {
+					t.Errorf("a push by device a was announced with device %q", e.device)
+				}
 			}
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -284,7 +291,7 @@ func TestWatch(t *testing.T) {
 	// Watch ends with nil when its context does.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go func() { time.Sleep(200 * time.Millisecond); cancel2() }()
-	if err := s.Watch(ctx2, func(string, int64) {}); err != nil {
+	if err := s.Watch(ctx2, func(string, int64, string) {}); err != nil {
 		t.Errorf("watch ended by its context: %v", err)
 	}
 }

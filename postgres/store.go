@@ -414,11 +414,11 @@ func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return tx.Commit(ctx)
 }
 
-// Watch calls fn(user, version) for every write committed to the store by any
+// Watch calls fn(user, version, device) for every write committed to the store by any
 // process, melonsync or not (LISTEN/NOTIFY on one dedicated connection), until ctx
 // ends (it then returns nil), the store is closed, or the connection fails (the error
 // wraps melonsync.ErrUnavailable).
-func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) error {
+func (s *Store) Watch(ctx context.Context, fn func(user string, version int64, device string)) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -475,12 +475,13 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) 
 		if err != nil {
 			return wrap("watch", err)
 		}
-		vs, user, ok := strings.Cut(n.Payload, " ")
+		head, user, ok := strings.Cut(n.Payload, " ")
+		vs, device, _ := strings.Cut(head, ":")
 		v, err := strconv.ParseInt(vs, 10, 64)
 		if !ok || err != nil {
 			continue
 		}
-		fn(user, v)
+		fn(user, v, device)
 	}
 }
 

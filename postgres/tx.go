@@ -195,8 +195,10 @@ type writeTx struct {
 	// looked keeps what Lookup found, by table and id, to check at Apply that
 	// nothing appeared in between (rows absent at Lookup cannot be locked).
 	looked map[string]map[string]server.Meta
-	// owners whose data this transaction changed, for NOTIFY.
+	// owners whose data this transaction changed, and the device that changed it,
+	// for NOTIFY.
 	owners map[string]bool
+	device string
 }
 
 // Lookup returns the metadata of the live rows and tombstones with these ids, locking
@@ -274,14 +276,20 @@ func (w *writeTx) owner(o string) {
 }
 
 // notify queues one notification per owner whose data changed; PostgreSQL delivers
-// them at commit.
+// them at commit. The payload is "VERSION OWNER", or "VERSION:DEVICE OWNER" when the
+// pushing device is known (device ids hold neither ':' nor ' '), so that listeners
+// on other processes can skip the pushing device's own stream.
 func (w *writeTx) notify() error {
 	if w.version == 0 || len(w.owners) == 0 {
 		return nil
 	}
+	head := strconv.FormatInt(w.version, 10)
+	if w.device != "" && server.ValidID(w.device) {
+		head += ":" + w.device
+	}
 	b := &pgx.Batch{}
 	for o := range w.owners {
-		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), strconv.FormatInt(w.version, 10)+" "+o)
+		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), head+" "+o)
 	}
 	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
 		return wrap("notify", err)
@@ -292,6 +300,9 @@ func (w *writeTx) notify() error {
 // Apply performs ops with set-based statements: consecutive ops of one kind (and, for
 // updates, the same columns and no repeated id) go in one statement.
 func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
+	if len(ops) > 0 && ops[0].Device != "" {
+		w.device = ops[0].Device
+	}
 	v, err := w.Version()
 	if err != nil {
 		return err

@@ -6,29 +6,44 @@ import (
 )
 
 // Feed tells listeners that a user's data changed: after every committed push, the
-// user and the version written. A listener sees at least the latest version since it
-// last looked (intermediate ones may be folded together); it then pulls.
+// user, the version written and the device that pushed. A listener sees at least the
+// latest version since it last looked (intermediate ones may be folded together); it
+// then pulls.
+//
+// Each listener gets a version once: a change announced twice (by the process that
+// took the push, then again by the store's cross-process notifications) or late (a
+// version not newer than one it was already told of, which its pull covers because
+// versions commit in order) is dropped. A listener does not get the changes its own
+// device pushed; those do not count as told, so an older change of another device that
+// arrives after them is still announced.
 type Feed struct {
 	mu   sync.Mutex
-	subs map[string]map[chan int64]struct{}
+	subs map[string]map[*subscription]struct{}
 }
 
-// Subscribe returns a channel that receives versions of changes to user's data, and a
-// function that ends the subscription.
-func (f *Feed) Subscribe(user string) (<-chan int64, func()) {
-	ch := make(chan int64, 1)
+type subscription struct {
+	device string
+	told   int64 // the newest version handed to ch (under Feed.mu)
+	ch     chan int64
+}
+
+// Subscribe returns a channel that receives versions of changes to user's data made by
+// other devices than device ("" receives every change), and a function that ends the
+// subscription.
+func (f *Feed) Subscribe(user, device string) (<-chan int64, func()) {
+	s := &subscription{device: device, ch: make(chan int64, 1)}
 	f.mu.Lock()
 	if f.subs == nil {
-		f.subs = map[string]map[chan int64]struct{}{}
+		f.subs = map[string]map[*subscription]struct{}{}
 	}
 	if f.subs[user] == nil {
-		f.subs[user] = map[chan int64]struct{}{}
+		f.subs[user] = map[*subscription]struct{}{}
 	}
-	f.subs[user][ch] = struct{}{}
+	f.subs[user][s] = struct{}{}
 	f.mu.Unlock()
-	return ch, func() {
+	return s.ch, func() {
 		f.mu.Lock()
-		delete(f.subs[user], ch)
+		delete(f.subs[user], s)
 		if len(f.subs[user]) == 0 {
 			delete(f.subs, user)
 		}
@@ -36,35 +51,49 @@ func (f *Feed) Subscribe(user string) (<-chan int64, func()) {
 	}
 }
 
-// Publish tells user's listeners about version v. It never blocks.
-func (f *Feed) Publish(user string, v int64) {
+// Skip tells the subscription behind ch that it knows every version up to v (for
+// example the clock it read after subscribing), so that they are not sent again.
+func (f *Feed) Skip(user string, ch <-chan int64, v int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for ch := range f.subs[user] {
-		select {
-		case ch <- v:
-		default:
-			// Full: replace the pending version with the newer one.
-			select {
-			case old := <-ch:
-				if old > v {
-					v = old
-				}
-			default:
-			}
-			select {
-			case ch <- v:
-			default:
-			}
+	for s := range f.subs[user] {
+		if s.ch != ch {
+			continue
 		}
+		s.told = max(s.told, v)
+		select { // a pending version up to v is covered now
+		case old := <-s.ch:
+			if old > v {
+				s.ch <- old
+			}
+		default:
+		}
+	}
+}
+
+// Publish tells user's listeners about version v, written by device ("" when
+// unknown). It never blocks.
+func (f *Feed) Publish(user string, v int64, device string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s := range f.subs[user] {
+		if v <= s.told || (device != "" && device == s.device) {
+			continue
+		}
+		s.told = v
+		select {
+		case <-s.ch: // replace a pending older version with this one
+		default:
+		}
+		s.ch <- v
 	}
 }
 
 // Watcher is implemented by stores that several server processes share: Watch calls
 // fn for every write committed by any process (including writes from outside
-// melonsync), until ctx ends or the watch fails.
+// melonsync, whose device is ""), until ctx ends or the watch fails.
 type Watcher interface {
-	Watch(ctx context.Context, fn func(user string, version int64)) error
+	Watch(ctx context.Context, fn func(user string, version int64, device string)) error
 }
 
 // Feed returns the service's change feed.

@@ -140,7 +140,7 @@ func (s *Service) Push(ctx context.Context, c Caller, p *PushParams) (*melonsync
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	if resp.Timestamp > 0 && wrote {
-		s.feed.Publish(c.User, resp.Timestamp)
+		s.feed.Publish(c.User, resp.Timestamp, c.Device)
 	}
 	return resp, nil
 }

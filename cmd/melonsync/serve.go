@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	mhttp "github.com/melonsync/melonsync/http"
@@ -28,6 +29,13 @@ type ServeMain struct {
 	Retention      time.Duration
 	LogFormat      string
 	MetricsAddr    string
+	// CORSOrigins is --cors-origins; the JWT fields configure identity-provider tokens.
+	CORSOrigins  string
+	JWKSURL      string
+	JWKSFile     string
+	JWTIssuer    string
+	JWTAudience  string
+	JWTUserClaim string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -46,7 +54,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(m.stderr)
 	setUsage(fs, "melonsync serve --schema FILE [flags]",
-		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, GET /healthz). The JWT secret is\n$MELONSYNC_JWT_SECRET, or one generated on first start and kept in the store.")
+		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, POST /api/sync/events/ticket, GET /healthz).\nHS256 tokens are signed with $MELONSYNC_JWT_SECRET, or a secret generated on first\nstart and kept in the store; --jwks-url/--jwks-file add an identity provider's tokens.")
 	fs.StringVar(&m.Addr, "addr", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
@@ -55,8 +63,23 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.CORSOrigins, "cors-origins", getenv("MELONSYNC_CORS_ORIGINS"), "browser origins allowed to sync, comma-separated, or * (env MELONSYNC_CORS_ORIGINS; off when empty)")
+	fs.StringVar(&m.JWKSURL, "jwks-url", getenv("MELONSYNC_JWKS_URL"), "accept RS256/ES256/EdDSA tokens signed by a key of this key set (JWKS) URL (env MELONSYNC_JWKS_URL)")
+	fs.StringVar(&m.JWKSFile, "jwks-file", getenv("MELONSYNC_JWKS_FILE"), "like --jwks-url, with the key set in a file (env MELONSYNC_JWKS_FILE)")
+	fs.StringVar(&m.JWTIssuer, "jwt-issuer", getenv("MELONSYNC_JWT_ISSUER"), "with a key set: the iss that tokens must have (env MELONSYNC_JWT_ISSUER)")
+	fs.StringVar(&m.JWTAudience, "jwt-audience", getenv("MELONSYNC_JWT_AUDIENCE"), "with a key set: the aud that tokens must include (env MELONSYNC_JWT_AUDIENCE)")
+	fs.StringVar(&m.JWTUserClaim, "jwt-user-claim", envDefault("MELONSYNC_JWT_USER_CLAIM", "sub"), "with a key set: the claim holding the user id (env MELONSYNC_JWT_USER_CLAIM)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if _, err := mhttp.ParseCORSOrigins(m.CORSOrigins); err != nil {
+		return fmt.Errorf("serve: --cors-origins: %w", err)
+	}
+	if m.JWKSURL != "" && m.JWKSFile != "" {
+		return errors.New("serve: give --jwks-url or --jwks-file, not both")
+	}
+	if m.JWKSURL == "" && m.JWKSFile == "" && (m.JWTIssuer != "" || m.JWTAudience != "") {
+		return errors.New("serve: --jwt-issuer and --jwt-audience apply to key-set tokens; give --jwks-url or --jwks-file too")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
@@ -108,8 +131,21 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	if m.JWKSURL != "" || m.JWKSFile != "" {
+		err := auth.UseKeySet(ctx, mhttp.KeySetOptions{URL: m.JWKSURL, File: m.JWKSFile, Issuer: m.JWTIssuer,
+			Audience: m.JWTAudience, UserClaim: m.JWTUserClaim, Logger: log})
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer auth.Close()
+		log.Info("identity-provider tokens", "key_set", firstNonEmpty(m.JWKSURL, m.JWKSFile), "issuer", m.JWTIssuer, "audience", m.JWTAudience, "user_claim", m.JWTUserClaim)
+	}
+	origins, _ := mhttp.ParseCORSOrigins(m.CORSOrigins)
+	if len(origins) > 0 {
+		log.Info("cors", "origins", strings.Join(origins, ","))
+	}
 	svc := server.New(store, sch)
-	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, CORSOrigins: origins}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
@@ -191,6 +227,22 @@ func watchLoop(ctx context.Context, svc *server.Service, log *slog.Logger) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+func envDefault(name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
 }
 
 // Close releases the store.
