@@ -50,6 +50,7 @@ type Store struct {
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
 	instance    string // random id of this store: names its clock lock and settings
+	changes     server.SchemaChanges
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
