@@ -272,6 +272,12 @@ func prepareTable(ctx context.Context, tx *sql.Tx, t *schema.Table, conv []serve
 		}
 	}
 	idx := []string{`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`}
+	if r := t.Rule; r.Kind == schema.GroupRule && r.By != "id" {
+		idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__group_version")+` ON `+q+` (`+quote(r.By)+`, "__deleted", "__version")`)
+	}
+	if g := t.Rule.MembersOf; g != nil {
+		idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__user_version")+` ON `+q+` (`+quote(g.UserCol)+`, "__deleted", "__version")`)
+	}
 	for _, c := range t.Columns {
 		if c.IsIndexed {
 			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 )
 
@@ -47,9 +48,9 @@ func (w *writeTx) scanValues(q string, args []any, cols []schema.Column, out map
 		}
 		vals := make([]any, len(cols))
 		for i, c := range cols {
-			vals[i] = fromSQL(c.Type, raw[1+i])
+			vals[i] = sqlitedb.Value(c.Type, raw[1+i])
 		}
-		out[asString(raw[0])] = vals
+		out[sqlitedb.Text(raw[0])] = vals
 	}
 	return rows.Err()
 }
