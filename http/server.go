@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/admin"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -36,6 +37,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, counts requests and records.
 	Metrics *Metrics
+	// SyncLog, when set, receives one entry per pull and push.
+	SyncLog *admin.Log
+	// Devices, when set, refuses revoked devices and serves forced replacements.
+	Devices DeviceGate
+	// Admin, when set with a token, serves the admin API and dashboard under /admin/.
+	Admin *AdminOptions
 }
 
 // Handler serves the sync protocol for one Service.
@@ -64,6 +71,9 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 	h.mux.HandleFunc("/sync", h.syncDocs)
 	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
 	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
+	admin := h.adminHandler()
+	h.mux.Handle("/admin/", admin)
+	h.mux.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -74,6 +84,7 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: 200}
+	r, sr := withSyncRequest(r, start)
 	defer func() {
 		if p := recover(); p != nil {
 			h.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
@@ -82,6 +93,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		d := time.Since(start)
+		h.finish(sr, sw.status, d)
 		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
 		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
 	}()
@@ -145,7 +157,7 @@ func StatusFor(code string) int {
 	switch code {
 	case melonsync.EInvalid:
 		return http.StatusBadRequest
-	case melonsync.EUnauthorized:
+	case melonsync.EUnauthorized, melonsync.EDeviceRevoked:
 		return http.StatusUnauthorized
 	case melonsync.EForbidden:
 		return http.StatusForbidden
@@ -159,6 +171,8 @@ func StatusFor(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case melonsync.EUnavailable:
 		return http.StatusServiceUnavailable
+	case melonsync.ETooManyRequests:
+		return http.StatusTooManyRequests
 	default:
 		return http.StatusInternalServerError
 	}
@@ -180,12 +194,13 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err.Error())
 		e = &melonsync.Error{Code: code, Message: msg}
 	}
-	if e.Code == melonsync.EUnauthorized {
+	if code := e.Code; code == melonsync.EUnauthorized || code == melonsync.EDeviceRevoked {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="melonsync"`)
 	}
 	if e.Code == melonsync.EUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	failed(r, e.Code)
 	details := e.Details
 	if details == nil {
 		details = map[string]any{}
@@ -233,7 +248,7 @@ func (h *Handler) caller(r *http.Request) (server.Caller, error) {
 		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
 	}
 	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))
-	return c, nil
+	return c, h.gate(r, c)
 }
 
 // readBody reads the whole body (gunzipping it when Content-Encoding says gzip) up to
@@ -308,6 +323,7 @@ func (h *Handler) pullPost(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
 	out := newResponse(w, r)
+	h.pullStarted(r, &p)
 	if err := h.svc.Pull(r.Context(), c, p, out); err != nil {
 		if out.started {
 			// Headers are gone: cut the stream so the client sees a broken body.
@@ -317,6 +333,7 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		h.fail(w, r, err)
 		return
 	}
+	h.pullDone(r, c, &p)
 	if err := out.Close(); err != nil {
 		h.log.Warn("pull: writing the answer failed", "err", err.Error())
 	}
@@ -343,6 +360,7 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, p *server.PushParams) {
 	resp, err := h.svc.Push(r.Context(), c, p)
+	h.pushDone(r, p, resp, err)
 	if err != nil {
 		if me := new(melonsync.Error); errors.As(err, &me) && me.Code == melonsync.EConflict {
 			n := 0

@@ -16,7 +16,17 @@ type encoder struct {
 	last byte
 	err  error
 	buf  []byte
+	// counts tallies what record writes, by the section set in kind (for PullStats).
+	kind   int
+	counts [3]int
 }
+
+// Sections of a table's changes, for encoder.kind.
+const (
+	kindCreated = iota
+	kindUpdated
+	kindDeleted
+)
 
 func newEncoder(w io.Writer) *encoder {
 	return &encoder{w: bufio.NewWriterSize(w, 32<<10), buf: make([]byte, 0, 64)}
@@ -62,6 +72,7 @@ func (e *encoder) flush() error {
 // record writes {"id":…,"col":…} with nulls of non-optional columns replaced by the
 // column's default (rows written before a column existed hold NULL).
 func (e *encoder) record(r *Row, cols []schema.Column) {
+	e.counts[e.kind]++
 	b := append(e.buf[:0], `{"id":`...)
 	b = AppendString(b, r.ID)
 	for i := range cols {

@@ -47,7 +47,24 @@ type PullParams struct {
 	SchemaVersion int
 	// Migration lists what the client's schema gained since its last sync (nil: none).
 	Migration *melonsync.Migration
+	// Replacement asks for a replacement answer even when an incremental one is
+	// possible (an operator forced it for this device).
+	Replacement bool
+	// Stats, when set, is filled in by a successful Pull.
+	Stats *PullStats
 }
+
+// PullStats is what a pull answered, for the sync log.
+type PullStats struct {
+	Timestamp int64
+	// Strategy is "replacement" or "" (a migration pull is told by its params).
+	Strategy string
+	// Tables counts the records sent per table.
+	Tables map[string]TableCounts
+}
+
+// TableCounts counts the records of one table by kind.
+type TableCounts struct{ Created, Updated, Deleted int }
 
 // Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
 // streaming it from one consistent snapshot of the store. Errors: invalid_request for
@@ -88,7 +105,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 		}
 		since := p.LastPulledAt
 		strategy := ""
-		if since > clock {
+		if p.Replacement && since > 0 {
+			strategy = melonsync.StrategyReplacement
+		} else if since > clock {
 			// A lastPulledAt this server never handed out (say, the database was
 			// restored from a backup): only a replacement answer is correct.
 			strategy = melonsync.StrategyReplacement
@@ -108,8 +127,15 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			}
 			enc.str(t.Name)
 			enc.raw(`:`)
+			enc.counts = [3]int{}
 			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
 				return err
+			}
+			if p.Stats != nil && enc.counts != [3]int{} {
+				if p.Stats.Tables == nil {
+					p.Stats.Tables = map[string]TableCounts{}
+				}
+				p.Stats.Tables[t.Name] = TableCounts{enc.counts[kindCreated], enc.counts[kindUpdated], enc.counts[kindDeleted]}
 			}
 			if enc.err != nil {
 				return enc.err
@@ -122,6 +148,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			enc.str(strategy)
 		}
 		enc.raw("}")
+		if p.Stats != nil {
+			p.Stats.Timestamp, p.Stats.Strategy = clock, strategy
+		}
 		return enc.flush()
 	})
 	if err != nil && !errors.As(err, new(*melonsync.Error)) {
@@ -169,12 +198,14 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 		})
 	}
 	enc.raw(`{"created":[`)
+	enc.kind = kindCreated
 	if !c.CreatedAsUpdated {
 		if err := writeRows(true); err != nil {
 			return err
 		}
 	}
 	enc.raw(`],"updated":[`)
+	enc.kind = kindUpdated
 	if c.CreatedAsUpdated || !(since == 0 || migTable) {
 		if err := writeRows(false); err != nil {
 			return err
@@ -211,6 +242,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 			}
 			first = false
 			enc.str(r.ID)
+			enc.counts[kindDeleted]++
 			return enc.err
 		})
 		if err != nil {

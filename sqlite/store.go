@@ -92,6 +92,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('clock', '` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `')`,
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('purged_through', '0')`,
 	}
+	stmts = append(stmts, adminTables...)
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/melonsync/melonsync/admin"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -28,6 +29,11 @@ type ServeMain struct {
 	Retention      time.Duration
 	LogFormat      string
 	MetricsAddr    string
+	AdminToken     string
+	Dev            bool
+	SyncLogMax     int
+	SyncLogAge     time.Duration
+	Rate           RateFlags
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -55,8 +61,17 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.AdminToken, "admin-token", "", "turns on the admin dashboard at /admin/ and its API at /admin/api/, for this token (off when empty)")
+	fs.BoolVar(&m.Dev, "dev", false, "development mode: the admin API can mint user tokens")
+	fs.IntVar(&m.SyncLogMax, "sync-log-max-entries", admin.DefaultLogMaxEntries, "how many sync log entries (one per pull and push) the store keeps (0: no sync log)")
+	fs.DurationVar(&m.SyncLogAge, "sync-log-max-age", admin.DefaultLogMaxAge, "how long sync log entries are kept")
+	m.Rate.define(fs)
+	envFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
@@ -71,7 +86,13 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	if m.MaxBody <= 0 {
 		return errors.New("serve: --max-body must be positive")
 	}
-	return nil
+	if m.SyncLogMax < 0 || m.SyncLogAge <= 0 {
+		return errors.New("serve: --sync-log-max-entries must be 0 or more and --sync-log-max-age positive")
+	}
+	if m.AdminToken != "" && len(m.AdminToken) < 16 {
+		return errors.New("serve: --admin-token must be at least 16 characters (e.g. openssl rand -hex 32)")
+	}
+	return m.Rate.check()
 }
 
 func (m *ServeMain) logger() *slog.Logger {
@@ -110,6 +131,18 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	}
 	svc := server.New(store, sch)
 	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	if as, ok := store.(admin.Store); ok {
+		opts.Devices = as
+		if m.SyncLogMax > 0 {
+			opts.SyncLog = admin.NewLog(as, admin.LogOptions{MaxEntries: m.SyncLogMax, MaxAge: m.SyncLogAge, Logger: log})
+			opts.SyncLog.Start()
+			defer opts.SyncLog.Close() // after the server stopped: the last entries are written
+		}
+		if m.AdminToken != "" {
+			opts.Admin = &mhttp.AdminOptions{Token: m.AdminToken, Store: as, Log: opts.SyncLog, Dev: m.Dev}
+			log.Info("admin dashboard on", "path", "/admin/", "dev", m.Dev)
+		}
+	}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
@@ -122,7 +155,8 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		defer msrv.Shutdown(context.Background())
 		log.Info("metrics", "url", "http://"+msrv.Addr().String()+"/metrics")
 	}
-	h := mhttp.NewHandler(svc, opts)
+	var h http.Handler = mhttp.NewHandler(svc, opts)
+	h = m.Rate.wrap(h, auth)
 	srv, err := mhttp.Listen(m.Addr, h)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
