@@ -26,6 +26,7 @@ import (
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
 
 type e2eServer struct {
@@ -65,7 +66,7 @@ func (s *e2eServer) token(t testing.TB, user string) string {
 type e2eClient struct {
 	name string
 	db   *client.DB
-	hc   *mhttp.Client
+	hc   *transport.Client
 }
 
 func newE2EClient(t testing.TB, s *e2eServer, name, user, url string) *e2eClient {
@@ -82,7 +83,7 @@ func newE2EClient(t testing.TB, s *e2eServer, name, user, url string) *e2eClient
 	if url == "" {
 		url = s.URL
 	}
-	hc, err := mhttp.NewClient(url, mhttp.StaticToken(s.token(t, user)), device, mhttp.WithTimeout(5*time.Second))
+	hc, err := transport.NewClient(url, transport.StaticToken(s.token(t, user)), device, transport.WithTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func (c *e2eClient) state(t testing.TB) state {
 // serverState is what a brand-new device of user pulls.
 func (s *e2eServer) state(t testing.TB, user string) state {
 	t.Helper()
-	hc, err := mhttp.NewClient(s.URL, mhttp.StaticToken(s.token(t, user)), "")
+	hc, err := transport.NewClient(s.URL, transport.StaticToken(s.token(t, user)), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/admin"
 	"github.com/melonsync/melonsync/schema"
-	"github.com/melonsync/melonsync/server"
 )
 
 // AdminOptions configures the admin API (/admin/api/…) and the dashboard (/admin/).
@@ -308,7 +307,7 @@ func deviceParam(r *http.Request) (string, error) {
 	if d == NoDevice {
 		return "", nil
 	}
-	if !server.ValidID(d) {
+	if !melonsync.ValidID(d) {
 		return "", melonsync.Errorf(melonsync.EInvalid, "device must match ^[A-Za-z0-9_.-]{1,64}$ (or be %q for requests without X-Melon-Device)", NoDevice)
 	}
 	return d, nil

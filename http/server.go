@@ -1,6 +1,6 @@
-// Package http is melonsync's HTTP transport: the server's handlers (routes, auth,
-// error mapping, gzip, body limits) and the client-side transport that speaks the
-// same protocol.
+// Package http is the server's HTTP side: the sync protocol's handlers (routes, auth,
+// error mapping, gzip, body limits, live updates, metrics). The Go client's side of
+// the same protocol is package transport.
 package http
 
 import (
@@ -86,7 +86,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w, status: 200}
 	r, sr := withSyncRequest(r, start)
 	defer func() {
-		if p := recover(); p != nil {
+		p := recover()
+		if p == http.ErrAbortHandler {
+			// A streamed answer failed after its headers were sent: count it as the
+			// server error it is, and panic on so that net/http breaks the connection
+			// and the client sees a cut body, never a clean (truncated) 200.
+			d := time.Since(start)
+			h.opts.Metrics.observe(route(r.URL.Path), http.StatusInternalServerError, d)
+			h.log.Error("request aborted", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
+			panic(p)
+		}
+		if p != nil {
 			h.log.Error("panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
 			if !sw.wrote {
 				h.fail(sw, r, fmt.Errorf("panic: %v", p))
@@ -201,6 +211,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	failed(r, e.Code)
+	if e.Code == melonsync.EConflict && e.Details["reason"] == server.ReasonSchemaAhead {
+		w.Header().Set("Retry-After", strconv.Itoa(server.SchemaAheadRetry))
+	}
 	details := e.Details
 	if details == nil {
 		details = map[string]any{}
@@ -244,7 +257,7 @@ func (h *Handler) caller(r *http.Request) (server.Caller, error) {
 		return server.Caller{}, err
 	}
 	c := server.Caller{User: user, Device: r.Header.Get(melonsync.HeaderDevice)}
-	if c.Device != "" && !server.ValidID(c.Device) {
+	if c.Device != "" && !melonsync.ValidID(c.Device) {
 		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
 	}
 	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))

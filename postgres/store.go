@@ -316,11 +316,20 @@ const writeAttempts = 4
 // A transaction that PostgreSQL aborted to break a deadlock (or as a serialization
 // failure) was rolled back whole, so it is run again, fn included, a few times
 // before the error is returned: fn must not keep effects of a failed attempt.
+//
+// A transaction the database refused for its data (a constraint of the app's) is run
+// once more in locate mode, which returns the refused records as a
+// server.RefusedError (refused.go).
 func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
 	var err error
+	locate := false
 	for attempt := 1; ; attempt++ {
-		err = s.writeOnce(ctx, fn)
-		if attempt == writeAttempts || !isRetryableAbort(err) || ctx.Err() != nil {
+		err = s.writeOnce(ctx, fn, locate)
+		if errors.Is(err, errLocate) && !locate {
+			locate = true
+			continue
+		}
+		if attempt >= writeAttempts || !isRetryableAbort(err) || ctx.Err() != nil {
 			return err
 		}
 		// Let the other transaction finish before trying again.
@@ -341,13 +350,19 @@ func isRetryableAbort(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
-func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error) error {
+func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, locate bool) error {
 	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, looked: map[string]map[string]server.Meta{}}
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, looked: map[string]map[string]server.Meta{}, locate: locate}
+	if locate {
+		// Deferred constraints fail at the statement that breaks them, not at commit.
+		if _, err := tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`); err != nil {
+			return wrap("begin", err)
+		}
+	}
 	if err := fn(wt); err != nil {
 		return err
 	}
@@ -355,6 +370,12 @@ func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error) er
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if isRefusal(err) {
+			if locate {
+				return refusedAtCommit(err)
+			}
+			return errLocate
+		}
 		return wrap("commit", err)
 	}
 	return nil

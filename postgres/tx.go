@@ -197,6 +197,9 @@ type writeTx struct {
 	looked map[string]map[string]server.Meta
 	// owners whose data this transaction changed, for NOTIFY.
 	owners map[string]bool
+	// locate: constraints are checked at once and refused records are found one by
+	// one (refused.go).
+	locate bool
 }
 
 // Lookup returns the metadata of the live rows and tombstones with these ids, locking
@@ -291,7 +294,22 @@ func (w *writeTx) notify() error {
 
 // Apply performs ops with set-based statements: consecutive ops of one kind (and, for
 // updates, the same columns and no repeated id) go in one statement.
+//
+// When the database refuses a write for its data (refused.go), the attempt ends with
+// errLocate and Write runs it again in locate mode, which finds the refused records.
 func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
+	if w.locate {
+		return w.applyLocating(t, ops)
+	}
+	err := w.apply(t, ops)
+	if isRefusal(err) {
+		return errLocate
+	}
+	return err
+}
+
+// apply is Apply without the handling of refusals.
+func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
 	v, err := w.Version()
 	if err != nil {
 		return err

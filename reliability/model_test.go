@@ -28,6 +28,7 @@ import (
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
 
 var histories = flag.Int("reliability.histories", 0, "random histories per store (default 100 on SQLite, 60 on PostgreSQL)")
@@ -144,7 +145,7 @@ type modelClient struct {
 	user   string
 	path   string
 	db     *client.DB
-	remote *mhttp.Client
+	remote *transport.Client
 	plan   *faultPlan
 	kill   bool // kill the client after its next push reaches the server
 }
@@ -215,8 +216,8 @@ func newHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store, erro
 		ct := http.DefaultTransport.(*http.Transport).Clone()
 		rec := &recordingTransport{client: i, user: user, next: ct, log: func(p acceptedPush) { h.accepted = append(h.accepted, p) }}
 		hc := &http.Client{Transport: &faultTransport{srv: h.srv, plan: c.plan, next: rec, base: ct}}
-		c.remote, err = mhttp.NewClient("http://server.invalid", mhttp.StaticToken(h.tokens[user]), device,
-			mhttp.WithHTTPClient(hc), mhttp.WithGzipThreshold(-1), mhttp.WithTimeout(30*time.Second))
+		c.remote, err = transport.NewClient("http://server.invalid", transport.StaticToken(h.tokens[user]), device,
+			transport.WithHTTPClient(hc), transport.WithGzipThreshold(-1), transport.WithTimeout(30*time.Second))
 		if err != nil {
 			rt.Fatal(err)
 		}

@@ -15,6 +15,7 @@ type Service struct {
 	store  Store
 	schema *schema.Schema
 	feed   Feed
+	hook   *writeHook // nil: no write hook (hook.go)
 }
 
 // New returns a Service over store for schema s. The store must have been prepared
@@ -67,14 +68,22 @@ type PullStats struct {
 type TableCounts struct{ Created, Updated, Deleted int }
 
 // Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
-// streaming it from one consistent snapshot of the store. Errors: invalid_request for
-// a schema version the server cannot serve; internal for store failures.
+// streaming it from one consistent snapshot of the store. A schema version that is
+// not given is served as the server's. Errors: unauthorized without a user; conflict
+// when the client's schema version is newer than the server's (SchemaAheadError: a
+// rolling upgrade is under way and this process cannot serve it yet); store failures
+// as they come (internal, unavailable). Nothing is written to w before the snapshot is
+// open, but a failure after the answer started leaves w with a partial answer: the
+// caller must not present it as complete.
 func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer) error {
 	if c.User == "" {
 		return melonsync.Errorf(melonsync.EUnauthorized, "no user")
 	}
 	sv := p.SchemaVersion
-	if sv <= 0 || sv > s.schema.Version {
+	if sv > s.schema.Version {
+		return SchemaAheadError(sv, s.schema.Version)
+	}
+	if sv <= 0 {
 		sv = s.schema.Version
 	}
 	migTables := map[string]bool{}
@@ -157,6 +166,34 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 		return fmt.Errorf("pull: %w", err)
 	}
 	return err
+}
+
+// ReasonSchemaAhead is details.reason of the conflict answered to a pull whose schema
+// version is newer than the server's.
+const ReasonSchemaAhead = "schema_version_ahead"
+
+// SchemaAheadRetry is how many seconds a client refused with SchemaAheadError is told
+// to wait (Retry-After) before trying again.
+const SchemaAheadRetry = 5
+
+// SchemaAheadError is the answer to a pull from a client whose schema version is newer
+// than this server's: during a rolling upgrade an old process must not answer it, or
+// the timestamp it hands out would make the client skip the newer tables and columns
+// for good. It is a conflict (409) — "sync again later" — with details.reason
+// ReasonSchemaAhead and both versions; another process (or this one, upgraded) will
+// serve the retry.
+func SchemaAheadError(client, server int) *melonsync.Error {
+	return &melonsync.Error{
+		Code: melonsync.EConflict,
+		Message: fmt.Sprintf("schemaVersion %d is newer than this server's schema (version %d): a server upgrade is in progress; try again later",
+			client, server),
+		Details: map[string]any{
+			"reason":              ReasonSchemaAhead,
+			"schemaVersion":       client,
+			"serverSchemaVersion": server,
+			"retryAfter":          SchemaAheadRetry,
+		},
+	}
 }
 
 // pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"github.com/melonsync/melonsync/schema"
 )
@@ -64,6 +65,10 @@ type WriteTx interface {
 	Version() (int64, error)
 	// Apply performs ops on t with this transaction's version.
 	Apply(t *schema.Table, ops []Op) error
+	// Values returns, for the live rows of t with these ids, the values of cols in
+	// order (string, float64, bool or nil). Missing rows and tombstones are absent.
+	// Conflict policies call it after Lookup, on rows Lookup has seen.
+	Values(t *schema.Table, cols []schema.Column, ids []string) (map[string][]any, error)
 }
 
 // Filter selects rows for Scan.
@@ -127,3 +132,11 @@ type Op struct {
 	// Device that makes the change ("" when unknown).
 	Device string
 }
+
+// ErrNoSecret is returned by the stores' LoadSecret when the store exists but keeps
+// no JWT secret yet (no server has started on it).
+var ErrNoSecret = errors.New("the store keeps no JWT secret yet (start melonsync serve on it once, or set MELONSYNC_JWT_SECRET)")
+
+// ErrNoStore is returned by the stores' LoadSecret when the database holds no
+// melonsync store (a wrong path, a wrong database or search_path).
+var ErrNoStore = errors.New("no melonsync store there (check --db, or start melonsync serve on it once)")

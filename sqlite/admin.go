@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/melonsync/melonsync/admin"
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 )
 
@@ -430,11 +431,11 @@ func (s *Store) Records(ctx context.Context, t *schema.Table, q admin.RecordQuer
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, fmt.Errorf("sqlite: records %s: %w", t.Name, err)
 		}
-		r := admin.Record{ID: asString(raw[0]), Owner: asString(raw[1]), Version: asInt(raw[2]), CreatedVersion: asInt(raw[3]),
-			Device: asString(raw[4]), Deleted: asInt(raw[5]) != 0, Values: map[string]any{}}
+		r := admin.Record{ID: sqlitedb.Text(raw[0]), Owner: sqlitedb.Text(raw[1]), Version: sqlitedb.Int(raw[2]), CreatedVersion: sqlitedb.Int(raw[3]),
+			Device: sqlitedb.Text(raw[4]), Deleted: sqlitedb.Int(raw[5]) != 0, Values: map[string]any{}}
 		if !r.Deleted {
 			for i, c := range t.Columns {
-				r.Values[c.Name] = fromSQL(c.Type, raw[6+i])
+				r.Values[c.Name] = sqlitedb.Value(c.Type, raw[6+i])
 			}
 		}
 		out = append(out, r)

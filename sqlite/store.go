@@ -1,9 +1,9 @@
-// Package sqlite is melonsync's SQLite layer: the server's default store (one file,
-// no set-up) and the driver settings every SQLite file of ours uses.
+// Package sqlite is melonsync's default server store: a server.Store in one SQLite
+// file, with no set-up.
 //
-// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes
-// are serialized and versions are handed out in commit order; a small pool of
-// read-only connections, each pull reading one snapshot.
+// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes are serialized
+// and versions are handed out in commit order; a small pool of read-only
+// connections, each pull reading one snapshot.
 package sqlite
 
 import (
@@ -13,16 +13,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 var _ server.Store = (*Store)(nil)
@@ -41,36 +39,20 @@ type Store struct {
 	Now func() time.Time
 }
 
-// DSN returns the data source name of path with melonsync's settings: WAL, a busy
-// timeout, full fsync on commit and foreign keys on. txlock is "immediate" for the
-// writer connection and "deferred" for readers.
-func DSN(path, txlock string) string {
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", txlock)
-	return "file:" + path + "?" + q.Encode()
-}
+// storeOptions are the SQLite settings of the server store (see DESIGN.md): eight readers
+// for concurrent pulls, a 10 s busy timeout (a second process, such as
+// "melonsync token", may hold the write lock briefly), full fsync on commit (an
+// acknowledged push survives power loss) and foreign keys on.
+var storeOptions = sqlitedb.Options{ReadConns: 8, BusyTimeout: 10 * time.Second, Synchronous: "FULL", ForeignKeys: true}
 
 // Open opens (creating if needed) the store in the SQLite file at path and brings
 // our own tables up to date. Call Prepare with the schema before serving.
 func Open(path string) (*Store, error) {
-	w, err := sql.Open("sqlite", DSN(path, "immediate"))
+	db, err := sqlitedb.Open(path, storeOptions, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	r, err := sql.Open("sqlite", DSN(path, "deferred"))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
+	w, r := db.Writer, db.Reader
 	s := &Store{path: path, writer: w, reader: r, Now: time.Now}
 	if err := s.migrate(context.Background()); err != nil {
 		s.Close()
@@ -241,7 +223,17 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 	if err := fn(wt); err != nil {
 		return err
 	}
+	if wt.version != 0 {
+		// The marker that tells this transaction's rows to the triggers (triggers.go)
+		// is never committed.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM "__melon_meta" WHERE "key" = 'writing'`); err != nil {
+			return fmt.Errorf("sqlite: commit: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
+		if isRefusal(err) {
+			return refusedAtCommit(err)
+		}
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
@@ -336,7 +328,7 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		}
 	}
 	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE "__owner" = ? AND "__deleted" = ?`)
-	args := []any{f.Owner, boolInt(f.Deleted)}
+	args := []any{f.Owner, sqlitedb.Bind(f.Deleted)}
 	if f.After > 0 {
 		b.WriteString(` AND "__version" > ?`)
 		args = append(args, f.After)
@@ -371,13 +363,13 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		if err := rows.Scan(ptrs...); err != nil {
 			return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
 		}
-		row.ID = asString(raw[0])
-		row.Version = asInt(raw[1])
-		row.CreatedVersion = asInt(raw[2])
-		row.CreatedDevice = asString(raw[3])
+		row.ID = sqlitedb.Text(raw[0])
+		row.Version = sqlitedb.Int(raw[1])
+		row.CreatedVersion = sqlitedb.Int(raw[2])
+		row.CreatedDevice = sqlitedb.Text(raw[3])
 		if !f.Deleted {
 			for i, c := range cols {
-				row.Values[i] = fromSQL(c.Type, raw[4+i])
+				row.Values[i] = sqlitedb.Value(c.Type, raw[4+i])
 			}
 		}
 		if err := fn(row); err != nil {
@@ -394,29 +386,12 @@ type writeTx struct {
 	readTx
 	now     func() time.Time
 	version int64
-	stmts   map[string]*sql.Stmt
+	stmts   sqlitedb.Stmts
 }
 
-func (w *writeTx) close() {
-	for _, st := range w.stmts {
-		st.Close()
-	}
-}
+func (w *writeTx) close() { w.stmts.Close() }
 
-func (w *writeTx) stmt(q string) (*sql.Stmt, error) {
-	if st, ok := w.stmts[q]; ok {
-		return st, nil
-	}
-	st, err := w.tx.PrepareContext(w.ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	if w.stmts == nil {
-		w.stmts = map[string]*sql.Stmt{}
-	}
-	w.stmts[q] = st
-	return st, nil
-}
+func (w *writeTx) stmt(q string) (*sql.Stmt, error) { return w.stmts.Get(w.ctx, w.tx, q) }
 
 func (w *writeTx) Version() (int64, error) {
 	if w.version != 0 {
@@ -431,6 +406,11 @@ func (w *writeTx) Version() (int64, error) {
 		v = clock + 1
 	}
 	if _, err := w.tx.ExecContext(w.ctx, `UPDATE "__melon_meta" SET "value" = ? WHERE "key" = 'clock'`, strconv.FormatInt(v, 10)); err != nil {
+		return 0, fmt.Errorf("sqlite: clock: %w", err)
+	}
+	// Rows with this version are melonsync's own writes: the triggers leave them
+	// alone, and stamp side effects (the app's triggers, cascades) with it.
+	if _, err := w.tx.ExecContext(w.ctx, `INSERT OR REPLACE INTO "__melon_meta" ("key", "value") VALUES ('writing', ?)`, strconv.FormatInt(v, 10)); err != nil {
 		return 0, fmt.Errorf("sqlite: clock: %w", err)
 	}
 	w.version = v
@@ -493,6 +473,7 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 		nulls.WriteString(", " + quote(c.Name) + " = NULL")
 	}
 	deleteSQL := `UPDATE ` + q + ` SET "__deleted" = 1, "__version" = ?, "__device" = ?` + nulls.String() + ` WHERE "id" = ?`
+	var refused *server.RefusedError
 	for _, op := range ops {
 		var err error
 		switch op.Kind {
@@ -503,8 +484,8 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			}
 			args := make([]any, 0, 6+len(t.Columns))
 			args = append(args, op.ID, op.Owner, v, v, op.Device, op.Device)
-			for i, c := range t.Columns {
-				args = append(args, toSQL(c.Type, op.Values[i]))
+			for i := range t.Columns {
+				args = append(args, sqlitedb.Bind(op.Values[i]))
 			}
 			_, err = st.ExecContext(w.ctx, args...)
 		case server.OpUpdate:
@@ -514,7 +495,7 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			for i, c := range t.Columns {
 				if op.Set[i] {
 					b.WriteString(", " + quote(c.Name) + " = ?")
-					args = append(args, toSQL(c.Type, op.Values[i]))
+					args = append(args, sqlitedb.Bind(op.Values[i]))
 				}
 			}
 			b.WriteString(` WHERE "id" = ?`)
@@ -531,77 +512,20 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			}
 			_, err = st.ExecContext(w.ctx, v, op.Device, op.ID)
 		}
+		if err != nil && isRefusal(err) {
+			// SQLite undid this statement only: go on, and report every refused record.
+			if refused == nil {
+				refused = &server.RefusedError{Table: t.Name, Reasons: map[string]string{}}
+			}
+			refused.Reasons[op.ID] = refusalReason(err)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("sqlite: apply %s: %w", t.Name, err)
 		}
 	}
+	if refused != nil {
+		return refused
+	}
 	return nil
-}
-
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func toSQL(t schema.Type, v any) any {
-	if b, ok := v.(bool); ok {
-		return boolInt(b)
-	}
-	return v
-}
-
-func fromSQL(t schema.Type, v any) any {
-	if v == nil {
-		return nil
-	}
-	switch t {
-	case schema.Boolean:
-		switch x := v.(type) {
-		case int64:
-			return x != 0
-		case float64:
-			return x != 0
-		case bool:
-			return x
-		}
-		return nil
-	case schema.Number:
-		switch x := v.(type) {
-		case float64:
-			return x
-		case int64:
-			return float64(x)
-		}
-		return nil
-	default:
-		switch x := v.(type) {
-		case string:
-			return x
-		case []byte:
-			return string(x)
-		}
-		return nil
-	}
-}
-
-func asString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	}
-	return ""
-}
-
-func asInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case float64:
-		return int64(x)
-	}
-	return 0
 }

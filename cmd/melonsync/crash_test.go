@@ -77,7 +77,14 @@ type serverProc struct {
 
 func startServerProc(t *testing.T, bin, db, secret string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--db", db, "--schema", "../../examples/todo/schema.json", "--tombstone-retention", "0")
+	return startServeProc(t, bin, secret, "--db", db, "--schema", "../../examples/todo/schema.json", "--tombstone-retention", "0")
+}
+
+// startServeProc starts "melonsync serve --addr 127.0.0.1:0 ARGS…" with secret as
+// MELONSYNC_JWT_SECRET and waits until it listens; it is killed when t ends.
+func startServeProc(t *testing.T, bin, secret string, args ...string) *serverProc {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "MELONSYNC_JWT_SECRET="+secret)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -109,7 +116,7 @@ func startServerProc(t *testing.T, bin, db, secret string) *serverProc {
 	select {
 	case a, ok := <-addr:
 		if !ok {
-			t.Fatalf("serve exited before listening")
+			t.Fatalf("serve exited before listening:\n%s", p.logs)
 		}
 		p.url = "http://" + a
 	case <-time.After(30 * time.Second):

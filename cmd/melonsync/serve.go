@@ -25,6 +25,7 @@ type ServeMain struct {
 	DB             string
 	SchemaPath     string
 	MigrationsPath string
+	AccessPath     string
 	MaxBody        int64
 	Retention      time.Duration
 	LogFormat      string
@@ -34,6 +35,10 @@ type ServeMain struct {
 	SyncLogMax     int
 	SyncLogAge     time.Duration
 	Rate           RateFlags
+	HookURL        string
+	HookSecret     string
+	HookTimeout    time.Duration
+	HookTables     string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -57,6 +62,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
 	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
+	fs.StringVar(&m.AccessPath, "access", "", "access rules JSON file (SPEC §6; replaces the schema file's \"access\" key)")
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
@@ -66,12 +72,19 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.IntVar(&m.SyncLogMax, "sync-log-max-entries", admin.DefaultLogMaxEntries, "how many sync log entries (one per pull and push) the store keeps (0: no sync log)")
 	fs.DurationVar(&m.SyncLogAge, "sync-log-max-age", admin.DefaultLogMaxAge, "how long sync log entries are kept")
 	m.Rate.define(fs)
+	fs.StringVar(&m.HookURL, "hook-url", getenv("MELONSYNC_HOOK_URL"), "POST every push to this URL of the app's backend before it is written (env MELONSYNC_HOOK_URL; see docs/conflicts.md)")
+	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
+	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
+	fs.StringVar(&m.HookTables, "hook-tables", getenv("MELONSYNC_HOOK_TABLES"), "comma-separated tables the hook sees (default: every table; env MELONSYNC_HOOK_TABLES)")
 	envFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := applyEnv(fs, getenv); err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if err := m.checkHookFlags(); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
@@ -109,6 +122,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.AccessPath != "" {
+		if err := sch.LoadAccess(m.AccessPath); err != nil {
+			return err
+		}
+	}
 	store, err := openStore(m.DB)
 	if err != nil {
 		return err
@@ -130,6 +148,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	svc := server.New(store, sch)
+	if err := m.setHook(svc); err != nil {
+		return err
+	}
 	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
 	if as, ok := store.(admin.Store); ok {
 		opts.Devices = as

@@ -14,7 +14,7 @@ import (
 // openStore opens the store named by --db: a postgres:// or postgresql:// URL, or a
 // SQLite file path (the default).
 func openStore(db string) (server.Store, error) {
-	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+	if isPostgres(db) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		s, err := postgres.Open(ctx, db)
@@ -24,6 +24,11 @@ func openStore(db string) (server.Store, error) {
 		return s, nil
 	}
 	return sqlite.Open(db)
+}
+
+// isPostgres tells a PostgreSQL URL from a SQLite path.
+func isPostgres(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }
 
 // redact hides a password in a database URL.

@@ -49,6 +49,8 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 		{"Timestamps", testTimestamps},
 		{"SecretIsStable", testSecret},
 		{"ConcurrentPushPull", testConcurrent},
+		{"SchemaVersionAhead", testSchemaAhead},
+		{"PushAboveClock", testPushAboveClock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 			tc.fn(t, h)
 		})
 	}
+	runPolicies(t, newStore)
 }
 
 // Harness drives a Service in tests.
