@@ -45,6 +45,13 @@ type Store struct {
 // acknowledged push survives power loss) and foreign keys on.
 var storeOptions = sqlitedb.Options{ReadConns: 8, BusyTimeout: 10 * time.Second, Synchronous: "FULL", ForeignKeys: true}
 
+// DSN returns the data source name with which a program's own connection opens the
+// store's file at path (database/sql driver "sqlite") with the store's settings: txlock
+// "immediate" for a connection that writes, anything else for a read-only one.
+func DSN(path, txlock string) string {
+	return sqlitedb.DSN(path, storeOptions, txlock == "immediate")
+}
+
 // Open opens (creating if needed) the store in the SQLite file at path and brings
 // our own tables up to date. Call Prepare with the schema before serving.
 func Open(path string) (*Store, error) {
