@@ -17,12 +17,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -49,7 +51,8 @@ type Store struct {
 	connCfg     *pgx.ConnConfig
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
-	instance    string // random id of this store: names its clock lock and settings
+	instance    string                        // random id of this store: names its clock lock and settings
+	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
@@ -404,6 +407,18 @@ func (s *Store) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error) {
 	var n int64
 	err := s.retryTx(ctx, func(tx pgx.Tx) error {
+		// Moves as old as the purged tombstones go too (server/ACCESS.md "Purges").
+		var newestMove *int64
+		if err := tx.QueryRow(ctx, `WITH d AS (
+				DELETE FROM __melon_moves WHERE version > 0 AND version <= $1 RETURNING version)
+			SELECT max(version) FROM d`, before).Scan(&newestMove); err != nil {
+			return err
+		}
+		if newestMove != nil {
+			if _, err := tx.Exec(ctx, `UPDATE __melon_meta SET value = greatest(value::bigint, $1)::text WHERE key = 'purged_through'`, *newestMove); err != nil {
+				return err
+			}
+		}
 		var newest *int64
 		err := tx.QueryRow(ctx, `WITH d AS (
 				DELETE FROM __melon_tombstones WHERE ctid = ANY (ARRAY(
@@ -435,11 +450,12 @@ func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return tx.Commit(ctx)
 }
 
-// Watch calls fn(user, version) for every write committed to the store by any
-// process, melonsync or not (LISTEN/NOTIFY on one dedicated connection), until ctx
-// ends (it then returns nil), the store is closed, or the connection fails (the error
-// wraps melonsync.ErrUnavailable).
-func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) error {
+// Watch calls fn for every write committed to the store by any process, melonsync
+// or not (LISTEN/NOTIFY on one dedicated connection): the owners and users whose data
+// changed, and the group and public tables changed with their groups. It returns when
+// ctx ends (then nil), the store is closed, or the connection fails (the error wraps
+// melonsync.ErrUnavailable).
+func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -467,7 +483,7 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) 
 		return wrap("watch", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, `LISTEN `+quoteIdent(s.channel())); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+quoteIdent(s.channel())+`; LISTEN `+quoteIdent(s.tableChannel())); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -496,12 +512,17 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64)) 
 		if err != nil {
 			return wrap("watch", err)
 		}
-		vs, user, ok := strings.Cut(n.Payload, " ")
+		vs, rest, ok := strings.Cut(n.Payload, " ")
 		v, err := strconv.ParseInt(vs, 10, 64)
 		if !ok || err != nil {
 			continue
 		}
-		fn(user, v)
+		if n.Channel == s.tableChannel() {
+			table, group, _ := strings.Cut(rest, " ")
+			fn(server.Change{Version: v, Table: table, Group: group})
+		} else {
+			fn(server.Change{Version: v, User: rest})
+		}
 	}
 }
 
@@ -510,6 +531,24 @@ var watchPing = 30 * time.Second
 
 // channel is the NOTIFY channel of this store.
 func (s *Store) channel() string { return "melonsync_" + s.instance }
+
+// tableChannel is the NOTIFY channel of changes to group and public tables
+// ("version table group").
+func (s *Store) tableChannel() string { return "melonsync_" + s.instance + "_t" }
+
+// tablesOf returns the tables of the prepared schema whose rows belong to groups of
+// kind g.
+func (s *Store) tablesOf(g *schema.Group) []*schema.Table {
+	var out []*schema.Table
+	if sch := s.app.Load(); sch != nil {
+		for _, t := range sch.Tables {
+			if t.Rule.Group == g {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
 
 // versionSetting is the transaction-local setting holding the transaction's version.
 func (s *Store) versionSetting() string { return "melonsync.v_" + s.instance }

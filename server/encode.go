@@ -62,6 +62,18 @@ func (e *encoder) int(n int64) { e.bytes(strconv.AppendInt(e.buf[:0], n, 10)) }
 
 func (e *encoder) str(s string) { e.bytes(AppendString(e.buf[:0], s)) }
 
+// openCreated, openUpdated and openDeleted start a table's sections; what record and
+// id write next is counted under that section.
+func (e *encoder) openCreated() { e.raw(`{"created":[`); e.kind = kindCreated }
+func (e *encoder) openUpdated() { e.raw(`],"updated":[`); e.kind = kindUpdated }
+func (e *encoder) openDeleted() { e.raw(`],"deleted":[`); e.kind = kindDeleted }
+
+// id writes a deleted record's id.
+func (e *encoder) id(s string) {
+	e.counts[kindDeleted]++
+	e.str(s)
+}
+
 func (e *encoder) flush() error {
 	if e.err != nil {
 		return e.err
