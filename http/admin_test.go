@@ -26,9 +26,9 @@ import (
 
 const adminToken = "admin-token-0123456789abcdef"
 
-// eachStore runs fn on a fresh SQLite store and, when MELONSYNC_TEST_POSTGRES is
+// eachAdminStore runs fn on a fresh SQLite store and, when MELONSYNC_TEST_POSTGRES is
 // set, on a fresh PostgreSQL schema.
-func eachStore(t *testing.T, fn func(t *testing.T, open func() admintest.Store)) {
+func eachAdminStore(t *testing.T, fn func(t *testing.T, open func() admintest.Store)) {
 	t.Run("sqlite", func(t *testing.T) {
 		fn(t, func() admintest.Store {
 			s, err := sqlite.Open(filepath.Join(t.TempDir(), "admin.db"))
@@ -159,7 +159,7 @@ func (e *adminEnv) history() {
 // TestAdminAPI runs every admin route with no credential, a wrong one and a user's
 // JWT (all refused, nothing revealed) and with the admin token.
 func TestAdminAPI(t *testing.T) {
-	eachStore(t, func(t *testing.T, open func() admintest.Store) {
+	eachAdminStore(t, func(t *testing.T, open func() admintest.Store) {
 		e := newAdminEnv(t, open(), &mhttp.AdminOptions{Token: adminToken, Dev: true})
 		e.history()
 		type check func(t *testing.T, body map[string]any, raw string)
@@ -269,7 +269,7 @@ func TestAdminAPI(t *testing.T) {
 
 // TestSyncLogEntries checks what the log holds for two users on three devices.
 func TestSyncLogEntries(t *testing.T) {
-	eachStore(t, func(t *testing.T, open func() admintest.Store) {
+	eachAdminStore(t, func(t *testing.T, open func() admintest.Store) {
 		e := newAdminEnv(t, open(), nil)
 		e.history()
 		entries, err := e.store.Log(context.Background(), admin.LogQuery{Limit: 100})
@@ -331,7 +331,7 @@ func TestSyncLogEntries(t *testing.T) {
 // replacement (everything it may read, experimentalStrategy "replacement"), the one
 // after is incremental again, and other devices are not affected.
 func TestForceReplacement(t *testing.T) {
-	eachStore(t, func(t *testing.T, open func() admintest.Store) {
+	eachAdminStore(t, func(t *testing.T, open func() admintest.Store) {
 		e := newAdminEnv(t, open(), &mhttp.AdminOptions{Token: adminToken})
 		e.history()
 		phone, laptop, tablet := e.device("alice", "phone"), e.device("alice", "laptop"), e.device("bob", "tablet")
@@ -375,7 +375,7 @@ func TestForceReplacement(t *testing.T) {
 // TestRevokedDevice: a revoked device's requests get 401 device_revoked, others of
 // the same user sync on, and a restored device syncs again.
 func TestRevokedDevice(t *testing.T) {
-	eachStore(t, func(t *testing.T, open func() admintest.Store) {
+	eachAdminStore(t, func(t *testing.T, open func() admintest.Store) {
 		e := newAdminEnv(t, open(), &mhttp.AdminOptions{Token: adminToken})
 		e.history()
 		phone, laptop := e.device("alice", "phone"), e.device("alice", "laptop")

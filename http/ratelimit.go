@@ -34,7 +34,7 @@ func (o RateOptions) On() bool { return o.PerUser > 0 || o.PerDevice > 0 }
 
 // RateLimiter is middleware that limits the sync routes' requests per user and per
 // device (golang.org/x/time/rate token buckets). A request over a limit gets 429
-// rate_limited with Retry-After; unauthenticated requests pass through to be refused
+// too_many_requests with Retry-After; unauthenticated requests pass through to be refused
 // by the handler.
 type RateLimiter struct {
 	next http.Handler
@@ -104,7 +104,7 @@ func (l *RateLimiter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		secs := int64(math.Ceil(wait.Seconds()))
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 		writeJSON(w, r, http.StatusTooManyRequests, map[string]any{"error": wireError{
-			Code:    melonsync.ETooManyRequests,
+			Code:    melonsync.ETooMany,
 			Message: "too many requests for this " + scope + "; retry in " + strconv.FormatInt(secs, 10) + " s",
 			Details: map[string]any{"scope": scope, "retryAfter": secs},
 		}})

@@ -60,7 +60,7 @@ func TestRateLimitPerDevice(t *testing.T) {
 			if r.header.Get("Retry-After") != "1" {
 				t.Errorf("Retry-After = %q, want 1", r.header.Get("Retry-After"))
 			}
-			if !strings.Contains(string(r.body), `"code":"rate_limited"`) || !strings.Contains(string(r.body), `"scope":"device"`) {
+			if !strings.Contains(string(r.body), `"code":"too_many_requests"`) || !strings.Contains(string(r.body), `"scope":"device"`) {
 				t.Errorf("429 body: %s", r.body)
 			}
 		default:
