@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
@@ -64,13 +64,8 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	}
 	store := &failingStore{Store: base}
 	h := storetest.NewHarness(t, store)
-	auth, err := mhttp.NewAuth(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth}))
-	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, auth: auth, store: store}
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{})
+	e := &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 
 	// 4,000 projects of ~300 bytes: about 1.2 MB of JSON. Names differ, so that the
 	// gzipped answer is large too.
