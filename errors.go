@@ -14,6 +14,7 @@ const (
 	EMethodNotAllowed = "method_not_allowed" // 405
 	EConflict         = "conflict"           // 409
 	ETooLarge         = "payload_too_large"  // 413
+	ETooMany          = "too_many_requests"  // 429
 	EInternal         = "internal"           // 500
 	EUnavailable      = "unavailable"        // 503
 )

@@ -461,8 +461,14 @@ func (h *history) runSync(rt *rapid.T, c *modelClient, op string, f fault) error
 // withChanged returns req with each updated record's local "_changed" added, as
 // WatermelonDB sends it (the server ignores it; the model needs it).
 func (h *history) withChanged(rt *rapid.T, c *modelClient, req melonsync.PushRequest) melonsync.PushRequest {
+	return withLocalChanged(h.ctx, rt, c, req)
+}
+
+// withLocalChanged returns req with each updated record's "_changed" from c's
+// database.
+func withLocalChanged(ctx context.Context, rt *rapid.T, c *modelClient, req melonsync.PushRequest) melonsync.PushRequest {
 	out := melonsync.PushRequest{LastPulledAt: req.LastPulledAt, Changes: melonsync.Changes{}}
-	err := c.db.Read(h.ctx, func(tx *client.Tx) error {
+	err := c.db.Read(ctx, func(tx *client.Tx) error {
 		for table, tc := range req.Changes {
 			n := *tc
 			n.Updated = nil

@@ -29,6 +29,9 @@ type ServeMain struct {
 	Retention      time.Duration
 	LogFormat      string
 	MetricsAddr    string
+	Limits         mhttp.Limits
+	SpoolDir       string
+	ReadConns      int
 	HookURL        string
 	HookSecret     string
 	HookTimeout    time.Duration
@@ -61,6 +64,18 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	d := mhttp.DefaultLimits
+	fs.IntVar(&m.Limits.PullsPerUser, "max-pulls-per-user", d.PullsPerUser, "pulls of one user at once (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Pulls, "max-pulls", d.Pulls, "pulls reading the store at once, all users (others wait up to --limit-wait, then 503)")
+	fs.IntVar(&m.Limits.PushesPerUser, "max-pushes-per-user", d.PushesPerUser, "pushes of one user at once (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Pushes, "max-pushes", d.Pushes, "pushes at once, all users (others wait up to --limit-wait, then 503)")
+	fs.IntVar(&m.Limits.StreamsPerUser, "max-streams-per-user", d.StreamsPerUser, "open event streams of one user (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Streams, "max-streams", d.Streams, "open event streams, all users (503 beyond)")
+	fs.IntVar(&m.Limits.LargeBodies, "max-large-bodies", d.LargeBodies, "request bodies over --large-body read and decoded at once (others wait up to --limit-wait, then 503)")
+	fs.Int64Var(&m.Limits.LargeBody, "large-body", d.LargeBody, "size in bytes (after gunzip) from which a request body counts as large")
+	fs.DurationVar(&m.Limits.Wait, "limit-wait", d.Wait, "how long a request waits for a free slot before it is refused with 503")
+	fs.StringVar(&m.SpoolDir, "spool-dir", "", "directory for pull answers over 1 MiB while they are sent (default: the system's temporary directory)")
+	fs.IntVar(&m.ReadConns, "read-conns", 0, "PostgreSQL: connections of the pool that pulls use, apart from the writes' pool (default: the size of the writes' pool)")
 	fs.StringVar(&m.HookURL, "hook-url", getenv("MELONSYNC_HOOK_URL"), "POST every push to this URL of the app's backend before it is written (env MELONSYNC_HOOK_URL; see docs/conflicts.md)")
 	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
 	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
@@ -73,6 +88,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if m.Limits.Wait <= 0 || m.Limits.LargeBody <= 0 || m.ReadConns < 0 {
+		return errors.New("serve: --limit-wait and --large-body must be positive, --read-conns not negative")
 	}
 	if m.SchemaPath == "" {
 		fs.Usage()
@@ -106,7 +124,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	store, err := openStore(m.DB)
+	store, err := openStore(m.DB, m.ReadConns)
 	if err != nil {
 		return err
 	}
@@ -130,7 +148,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err := m.setHook(svc); err != nil {
 		return err
 	}
-	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
