@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -80,7 +81,16 @@ func (s *Store) migrate(ctx context.Context) error {
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('store_version', '1')`,
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('clock', '` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `')`,
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('purged_through', '0')`,
+		// Every change of a group table row's group (or a membership row's group or
+		// user), for access rules (server/ACCESS.md).
+		`CREATE TABLE IF NOT EXISTS "__melon_moves" ("tbl" TEXT NOT NULL, "id" TEXT NOT NULL, "version" INTEGER NOT NULL,
+			"from_grp" TEXT NOT NULL, "to_grp" TEXT NOT NULL, "from_usr" TEXT NOT NULL DEFAULT '', "to_usr" TEXT NOT NULL DEFAULT '',
+			PRIMARY KEY ("tbl", "id", "version"))`,
+		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_grp" ON "__melon_moves" ("tbl", "from_grp", "version")`,
+		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_usr" ON "__melon_moves" ("tbl", "from_usr", "version") WHERE "from_usr" <> ''`,
+		`CREATE INDEX IF NOT EXISTS "__melon_moves_to_usr" ON "__melon_moves" ("tbl", "to_usr", "version") WHERE "to_usr" <> ''`,
 	}
+	stmts = append(stmts, adminTables...)
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
@@ -161,6 +171,12 @@ func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
 		idx := []string{
 			`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`,
 		}
+		if r := t.Rule; r.Kind == schema.GroupRule && r.By != "id" {
+			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__group_version")+` ON `+q+` (`+quote(r.By)+`, "__deleted", "__version")`)
+		}
+		if g := t.Rule.MembersOf; g != nil {
+			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__user_version")+` ON `+q+` (`+quote(g.UserCol)+`, "__deleted", "__version")`)
+		}
 		for _, c := range t.Columns {
 			if c.IsIndexed {
 				idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)
@@ -224,7 +240,7 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 		return fmt.Errorf("sqlite: begin write: %w", err)
 	}
 	defer tx.Rollback()
-	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx}, now: s.Now}
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx}, store: s, now: s.Now}
 	defer wt.close()
 	if err := fn(wt); err != nil {
 		return err
@@ -276,7 +292,19 @@ func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error
 		k, _ := res.RowsAffected()
 		n += k
 	}
-	if n == 0 {
+	// Moves as old as the purged tombstones go too: a pull from before them gets a
+	// replacement answer, like one from before a purged deletion.
+	var top sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT max("version") FROM "__melon_moves" WHERE "version" <= ?`, before).Scan(&top); err != nil {
+		return 0, fmt.Errorf("sqlite: purge moves: %w", err)
+	}
+	if top.Valid {
+		newest = max(newest, top.Int64)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM "__melon_moves" WHERE "version" <= ?`, before); err != nil {
+			return 0, fmt.Errorf("sqlite: purge moves: %w", err)
+		}
+	}
+	if newest == 0 {
 		return 0, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE "__melon_meta" SET "value" = CAST(max(CAST("value" AS INTEGER), ?) AS TEXT) WHERE "key" = 'purged_through'`, newest); err != nil {
@@ -324,17 +352,68 @@ func defaultCond(c schema.Column) string {
 	}
 }
 
+// groupExpr is the SQL of a group table's group value ("" when t has none).
+func groupExpr(t *schema.Table) string {
+	switch {
+	case t.Rule.Kind != schema.GroupRule:
+		return `''`
+	case t.Rule.By == "id":
+		return `"id"`
+	}
+	return `coalesce(` + quote(t.Rule.By) + `, '')`
+}
+
+// userExpr is the SQL of the user a membership row names ("" outside members tables).
+func userExpr(t *schema.Table) string {
+	if g := t.Rule.MembersOf; g != nil {
+		return `coalesce(` + quote(g.UserCol) + `, '')`
+	}
+	return `''`
+}
+
+// jsonList encodes a list of strings as one JSON array parameter, read back with
+// json_each: any number of values in one statement.
+func jsonList(list []string) string {
+	b, _ := json.Marshal(list)
+	return string(b)
+}
+
+// scope returns the scope condition of f on t and its arguments.
+func scope(t *schema.Table, f server.Filter) (string, []any) {
+	switch {
+	case f.Any:
+		return `1`, nil
+	case f.User != "" && t.Rule.MembersOf != nil:
+		return quote(t.Rule.MembersOf.UserCol) + ` = ?`, []any{f.User}
+	case f.Groups != nil && t.Rule.Kind == schema.GroupRule:
+		col := quote(t.Rule.By)
+		if t.Rule.By == "id" {
+			col = `"id"`
+		}
+		return col + ` IN (SELECT "value" FROM json_each(?))`, []any{jsonList(f.Groups)}
+	}
+	return `"__owner" = ?`, []any{f.Owner}
+}
+
 func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
+	if (f.Groups != nil && len(f.Groups) == 0 && !f.Any && f.User == "") || (f.IDs != nil && len(f.IDs) == 0) {
+		return nil
+	}
 	var b strings.Builder
-	b.WriteString(`SELECT "id", "__version", "__created_version", "__created_device"`)
+	b.WriteString(`SELECT "id", "__version", "__created_version", "__created_device", "__owner", ` + groupExpr(t) + `, ` + userExpr(t))
 	if !f.Deleted {
 		for _, c := range cols {
 			b.WriteString(", ")
 			b.WriteString(quote(c.Name))
 		}
 	}
-	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE "__owner" = ? AND "__deleted" = ?`)
-	args := []any{f.Owner, sqlitedb.Bind(f.Deleted)}
+	cond, args := scope(t, f)
+	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE ` + cond + ` AND "__deleted" = ?`)
+	args = append(args, sqlitedb.Bind(f.Deleted))
+	if f.IDs != nil {
+		b.WriteString(` AND "id" IN (SELECT "value" FROM json_each(?))`)
+		args = append(args, jsonList(f.IDs))
+	}
 	if f.After > 0 {
 		b.WriteString(` AND "__version" > ?`)
 		args = append(args, f.After)
@@ -355,7 +434,8 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
 	}
 	defer rows.Close()
-	n := 4
+	const meta = 7
+	n := meta
 	if !f.Deleted {
 		n += len(cols)
 	}
@@ -373,9 +453,12 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		row.Version = sqlitedb.Int(raw[1])
 		row.CreatedVersion = sqlitedb.Int(raw[2])
 		row.CreatedDevice = sqlitedb.Text(raw[3])
+		row.Owner = sqlitedb.Text(raw[4])
+		row.Group = sqlitedb.Text(raw[5])
+		row.User = sqlitedb.Text(raw[6])
 		if !f.Deleted {
 			for i, c := range cols {
-				row.Values[i] = sqlitedb.Value(c.Type, raw[4+i])
+				row.Values[i] = sqlitedb.Value(c.Type, raw[meta+i])
 			}
 		}
 		if err := fn(row); err != nil {
@@ -388,8 +471,42 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 	return nil
 }
 
+func (r *readTx) Moves(t *schema.Table, f server.MoveFilter, fn func(server.Move) error) error {
+	q := `SELECT "id", "version", "from_grp", "to_grp", "from_usr", "to_usr" FROM "__melon_moves" WHERE "tbl" = ? AND "version" > ?`
+	args := []any{t.Name, f.After}
+	switch {
+	case f.IDs != nil:
+		q += ` AND "id" IN (SELECT "value" FROM json_each(?))`
+		args = append(args, jsonList(f.IDs))
+	case f.FromGroups != nil:
+		q += ` AND "from_grp" IN (SELECT "value" FROM json_each(?))`
+		args = append(args, jsonList(f.FromGroups))
+	case f.User != "":
+		q = `SELECT * FROM (` + q + ` AND "from_usr" = ? UNION ` + q + ` AND "to_usr" = ?)`
+		args = append(args, f.User, t.Name, f.After, f.User)
+	default:
+		return errors.New("sqlite: moves: no filter")
+	}
+	rows, err := r.tx.QueryContext(r.ctx, q+` ORDER BY "id", "version"`, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: moves %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m server.Move
+		if err := rows.Scan(&m.ID, &m.Version, &m.FromGroup, &m.ToGroup, &m.FromUser, &m.ToUser); err != nil {
+			return fmt.Errorf("sqlite: moves %s: %w", t.Name, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 type writeTx struct {
 	readTx
+	store   *Store
 	now     func() time.Time
 	version int64
 	stmts   sqlitedb.Stmts
@@ -431,7 +548,7 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 	for start := 0; start < len(ids); start += lookupChunk {
 		end := min(start+lookupChunk, len(ids))
 		chunk := ids[start:end]
-		q := `SELECT "id", "__owner", "__version", "__deleted", "__device" FROM ` + quote(t.Name) +
+		q := `SELECT "id", "__owner", "__version", "__deleted", "__device", ` + groupExpr(t) + `, ` + userExpr(t) + ` FROM ` + quote(t.Name) +
 			` WHERE "id" IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
 		args := make([]any, len(chunk))
 		for i, id := range chunk {
@@ -445,7 +562,7 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 			var id, owner, device string
 			var m server.Meta
 			var deleted int64
-			if err := rows.Scan(&id, &owner, &m.Version, &deleted, &device); err != nil {
+			if err := rows.Scan(&id, &owner, &m.Version, &deleted, &device, &m.Group, &m.User); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("sqlite: lookup %s: %w", t.Name, err)
 			}
@@ -476,6 +593,10 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 		`) VALUES (?, ?, ?, ?, ?, ?, 0` + marks.String() + `) ON CONFLICT ("id") DO UPDATE SET "__owner" = excluded."__owner", "__version" = excluded."__version", "__created_version" = excluded."__created_version", "__created_device" = excluded."__created_device", "__device" = excluded."__device", "__deleted" = 0` + sets.String()
 	var nulls strings.Builder
 	for _, c := range t.Columns {
+		// A tombstone keeps its group and user: pulls tell the members it is gone.
+		if c.Name == t.Rule.By || (t.Rule.MembersOf != nil && c.Name == t.Rule.MembersOf.UserCol) {
+			continue
+		}
 		nulls.WriteString(", " + quote(c.Name) + " = NULL")
 	}
 	deleteSQL := `UPDATE ` + q + ` SET "__deleted" = 1, "__version" = ?, "__device" = ?` + nulls.String() + ` WHERE "id" = ?`
@@ -510,7 +631,9 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			if e != nil {
 				return fmt.Errorf("sqlite: update %s: %w", t.Name, e)
 			}
-			_, err = st.ExecContext(w.ctx, args...)
+			if _, err = st.ExecContext(w.ctx, args...); err == nil {
+				err = w.move(t, v, op)
+			}
 		case server.OpDelete:
 			st, e := w.stmt(deleteSQL)
 			if e != nil {
@@ -535,3 +658,56 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 	}
 	return nil
 }
+
+// move records a change of a row's group or membership user.
+func (w *writeTx) move(t *schema.Table, v int64, op server.Op) error {
+	if t.Rule.Kind != schema.GroupRule || (op.OldGroup == op.Group && op.OldUser == op.User) {
+		return nil
+	}
+	st, err := w.stmt(`INSERT INTO "__melon_moves" ("tbl", "id", "version", "from_grp", "to_grp", "from_usr", "to_usr") VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT ("tbl", "id", "version") DO UPDATE SET "to_grp" = excluded."to_grp", "to_usr" = excluded."to_usr"`)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(w.ctx, t.Name, op.ID, v, op.OldGroup, op.Group, op.OldUser, op.User)
+	return err
+}
+
+// Memberships returns the groups of kind g that user is a member of. (The writer
+// connection serializes writes: nothing changes them until the transaction ends.)
+func (w *writeTx) Memberships(g *schema.Group, user string) ([]string, error) {
+	var out []string
+	err := w.Scan(g.Members, nil, server.Filter{User: user}, func(r *server.Row) error {
+		if r.Group != "" {
+			out = append(out, r.Group)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Unclaimed reports whether no live row of any table of kind g belongs to group id.
+func (w *writeTx) Unclaimed(g *schema.Group, id string) (bool, error) {
+	w.store.mu.RLock()
+	sch := w.store.schema
+	w.store.mu.RUnlock()
+	for _, t := range sch.Tables {
+		if t.Rule.Group != g {
+			continue
+		}
+		found := false
+		err := w.Scan(t, nil, server.Filter{Groups: []string{id}}, func(*server.Row) error {
+			found = true
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return false, err
+		}
+		if found {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+var errStop = errors.New("stop")

@@ -58,6 +58,12 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 			tc.fn(t, h)
 		})
 	}
+	for _, tc := range accessTests {
+		t.Run("Access/"+tc.name, func(t *testing.T) {
+			h := NewHarnessWith(t, newStore(t), TeamsSchema(t))
+			tc.fn(t, h)
+		})
+	}
 	runPolicies(t, newStore)
 }
 
