@@ -74,6 +74,13 @@ type PushResponse struct {
 	OK          bool                `json:"ok"`
 	Timestamp   int64               `json:"timestamp"`
 	RejectedIDs map[string][]string `json:"experimentalRejectedIds,omitempty"`
+	// RejectedReasons says, by record id, why a rejected record was refused (the write
+	// hook's reasons); ids refused without a reason are absent.
+	RejectedReasons map[string]string `json:"rejectedReasons,omitempty"`
+	// ResolvedIDs lists the pushed records that met a newer change on the server and
+	// were settled by their table's conflict policy instead of a 409; the device pulls
+	// the settled record back as "updated".
+	ResolvedIDs map[string][]string `json:"resolvedIds,omitempty"`
 }
 
 // Strategy values of PullResponse.Strategy.

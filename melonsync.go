@@ -2,8 +2,9 @@
 // WatermelonDB's pull/push protocol and the coded errors every part returns.
 //
 // Sub-packages hold the technology: schema (WatermelonDB schemas and migrations),
-// server (the protocol rules), sqlite and postgres (stores), http (transport) and
-// client (the Go offline-first database and its Synchronize).
+// server (the protocol rules), sqlite and postgres (stores), http (the server's HTTP
+// side), client (the Go offline-first database and its Synchronize) and transport
+// (the Go client's HTTP transport).
 package melonsync
 
 // Reserved names: neither a table nor a column may use them.

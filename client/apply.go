@@ -161,7 +161,7 @@ func validateRemoteRaw(table string, raw melonsync.RawRecord) error {
 	id, ok := raw["id"].(string)
 	_, hasStatus := raw["_status"]
 	_, hasChanged := raw["_changed"]
-	if !ok || !ValidID(id) || hasStatus || hasChanged {
+	if !ok || !melonsync.ValidID(id) || hasStatus || hasChanged {
 		return fmt.Errorf("%w: invalid raw record in %s (id %v): records must have a string 'id' matching ^[A-Za-z0-9_.-]{1,64}$ and no '_status' or '_changed'", ErrInvalid, table, raw["id"])
 	}
 	return nil

@@ -5,32 +5,25 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // Option configures Open.
 type Option func(*options)
 
-type options struct {
-	readConns   int
-	busyTimeout time.Duration
-	synchronous string
-}
+type options = sqlitedb.Options
 
 // WithReadConns sets the size of the read connection pool (default 4, at least 1).
 func WithReadConns(n int) Option {
 	return func(o *options) {
 		if n >= 1 {
-			o.readConns = n
+			o.ReadConns = n
 		}
 	}
 }
@@ -39,8 +32,10 @@ func WithReadConns(n int) Option {
 // before failing with SQLITE_BUSY (default 5 s).
 func WithBusyTimeout(d time.Duration) Option {
 	return func(o *options) {
-		if d >= 0 {
-			o.busyTimeout = d
+		if d > 0 {
+			o.BusyTimeout = d
+		} else if d == 0 {
+			o.BusyTimeout = -1 // no waiting
 		}
 	}
 }
@@ -49,7 +44,7 @@ func WithBusyTimeout(d time.Duration) Option {
 // commits; still atomic and safe when the process crashes, but a power loss may undo
 // the last few commits.
 func WithRelaxedDurability() Option {
-	return func(o *options) { o.synchronous = "NORMAL" }
+	return func(o *options) { o.Synchronous = "NORMAL" }
 }
 
 // DB is a local database in one SQLite file with WatermelonDB's layout. It is safe for
@@ -71,22 +66,6 @@ type DB struct {
 	subs subscribers
 }
 
-// dsn returns the data source name of path: a file: URI (so that any path works) with
-// the connection settings. txlock is "immediate" for the writer.
-func dsn(path string, o *options, writer bool) string {
-	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(o.busyTimeout.Milliseconds(), 10)+")")
-	if writer {
-		q.Add("_pragma", "synchronous("+o.synchronous+")")
-		q.Set("_txlock", "immediate")
-	} else {
-		q.Set("_txlock", "deferred")
-		q.Set("_query_only", "1")
-	}
-	return "file:" + p + "?" + q.Encode()
-}
-
 // Open opens the database file at path, creating it when it does not exist, for the
 // schema s (with its migrations). A file at an older schema version is migrated in one
 // transaction (create_table, add_columns filling the default value, sql), as WatermelonDB
@@ -100,7 +79,7 @@ func Open(path string, s *schema.Schema, opts ...Option) (*DB, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
 		return nil, fmt.Errorf("%w: Open needs the path of a file, not %q", ErrInvalid, path)
 	}
-	o := options{readConns: 4, busyTimeout: 5 * time.Second, synchronous: "FULL"}
+	o := options{ReadConns: 4, BusyTimeout: 5 * time.Second, Synchronous: "FULL"}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -108,39 +87,20 @@ func Open(path string, s *schema.Schema, opts ...Option) (*DB, error) {
 	for _, t := range s.Tables {
 		db.tables[t.Name] = newTableInfo(t)
 	}
-	w, err := sql.Open("sqlite", dsn(path, &o, true))
+	// The file is switched to WAL only after setUp, so that a file we refuse is left
+	// as it was.
+	var setUpErr error
+	sdb, err := sqlitedb.Open(path, o, func(w *sql.DB) error {
+		setUpErr = setUp(context.Background(), w, s)
+		return setUpErr
+	})
+	if setUpErr != nil {
+		return nil, setUpErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: open %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-	if err := setUp(context.Background(), w, s); err != nil {
-		w.Close()
-		return nil, err
-	}
-	// Only now, so that a file we refuse is left as it was. WAL is persistent: every
-	// later connection to the file uses it.
-	if _, err := w.Exec("pragma journal_mode = WAL"); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("client: open %s: %w", path, err)
-	}
-	r, err := sql.Open("sqlite", dsn(path, &o, false))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("client: open %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(o.readConns)
-	r.SetMaxIdleConns(o.readConns)
-	r.SetConnMaxLifetime(0)
-	r.SetConnMaxIdleTime(0)
-	if err := r.Ping(); err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("client: open %s: %w", path, err)
-	}
-	db.writer, db.reader = w, r
+	db.writer, db.reader = sdb.Writer, sdb.Reader
 	return db, nil
 }
 

@@ -49,9 +49,9 @@ func (db *DB) FetchLocalChanges(ctx context.Context) (*LocalChanges, error) {
 				}
 				for _, r := range recs {
 					ft.records = append(ft.records, r)
+					// Sent whole, _status and _changed included, as WatermelonDB sends
+					// them: a server's client-wins policy merges by the _changed list.
 					out := copyRecord(r)
-					delete(out, "_status")
-					delete(out, "_changed")
 					if status == StatusCreated {
 						tc.Created = append(tc.Created, out)
 					} else {

@@ -21,12 +21,9 @@ func ldbFetch(t testing.TB, db *DB) *LocalChanges {
 	return lc
 }
 
-// ldbWire strips _status/_changed from a record read back, as pushed.
+// ldbWire is a record read back as pushed: whole, _status and _changed included.
 func ldbWire(r Record) melonsync.RawRecord {
-	out := copyRecord(r)
-	delete(out, "_status")
-	delete(out, "_changed")
-	return out
+	return copyRecord(r)
 }
 
 // ldbSortChanges sorts every list by id, for comparisons.
@@ -90,10 +87,11 @@ func TestFetchLocalChangesFetchesAll(t *testing.T) {
 	if lc.Count != 10 {
 		t.Errorf("Count %d, want 10", lc.Count)
 	}
-	// pushed records carry no _status/_changed, and all columns
+	// pushed records are whole, as WatermelonDB pushes them: all columns, _status and
+	// _changed (a server's client-wins policy merges by it)
 	u := lc.Changes["mock_tasks"].Updated[0]
-	if _, ok := u["_status"]; ok {
-		t.Error("_status in pushed record")
+	if u["_status"] != "updated" || u["_changed"] == nil || u["_changed"] == "" {
+		t.Errorf("pushed record without its _status/_changed: %v", u)
 	}
 	if u["name"] != "local" || u["position"] != 100.0 || u["project_id"] != "orig" {
 		t.Errorf("pushed record %v", u)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 )
 
 // Query selects records of one table, with WatermelonDB's common query conditions
@@ -274,7 +276,7 @@ func queryValue(v any) (any, error) {
 	case string:
 		return x, nil
 	case bool:
-		return encodeValue(x), nil
+		return sqlitedb.Bind(x), nil
 	case float64:
 		return x, nil
 	case float32:

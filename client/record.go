@@ -2,10 +2,9 @@ package client
 
 import (
 	"crypto/rand"
-	"fmt"
-	"strconv"
 	"strings"
 
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 )
 
@@ -66,7 +65,7 @@ func (ti *tableInfo) scanBuf() ([]any, []any) {
 // WatermelonDB's sanitizedRaw does when it reads a record from SQLite.
 func (ti *tableInfo) decode(vals []any) Record {
 	r := make(Record, len(ti.t.Columns)+3)
-	r["id"] = decodeID(vals[0])
+	r["id"] = sqlitedb.Text(vals[0])
 	r["_status"] = decodeStatus(vals[1])
 	r["_changed"] = decodeChanged(vals[2])
 	for i := range ti.t.Columns {
@@ -74,20 +73,6 @@ func (ti *tableInfo) decode(vals []any) Record {
 		r[c.Name] = decodeValue(c, vals[i+3])
 	}
 	return r
-}
-
-func decodeID(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case nil:
-		return ""
-	}
-	return fmt.Sprint(v)
 }
 
 func decodeStatus(v any) string {
@@ -129,24 +114,13 @@ func decodeValue(c *schema.Column, v any) any {
 	return c.Sanitize(v)
 }
 
-// encodeValue turns a sanitized column value into what is bound to a statement.
-func encodeValue(v any) any {
-	if b, ok := v.(bool); ok {
-		if b {
-			return int64(1)
-		}
-		return int64(0)
-	}
-	return v
-}
-
 // rowArgs returns the insert arguments of a sanitized record (id, _status, _changed,
 // columns in order).
 func (ti *tableInfo) rowArgs(r Record) []any {
 	args := make([]any, 0, len(ti.t.Columns)+3)
 	args = append(args, r["id"], r["_status"], r["_changed"])
 	for _, c := range ti.t.Columns {
-		args = append(args, encodeValue(r[c.Name]))
+		args = append(args, sqlitedb.Bind(r[c.Name]))
 	}
 	return args
 }
@@ -156,7 +130,7 @@ func (ti *tableInfo) updateArgs(r Record) []any {
 	args := make([]any, 0, len(ti.t.Columns)+3)
 	args = append(args, r["_status"], r["_changed"])
 	for _, c := range ti.t.Columns {
-		args = append(args, encodeValue(r[c.Name]))
+		args = append(args, sqlitedb.Bind(r[c.Name]))
 	}
 	return append(args, r["id"])
 }
@@ -252,21 +226,4 @@ func NewID() string {
 		}
 	}
 	return string(out[:])
-}
-
-// ValidID reports whether id may name a record: it matches ^[A-Za-z0-9_.-]{1,64}$, the
-// rule the melonsync server applies.
-func ValidID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }

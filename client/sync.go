@@ -383,10 +383,15 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 			return true, fmt.Errorf("push: %w", err)
 		}
 		var rejected map[string][]string
+		var reasons map[string]string
+		var settled map[string][]string
 		if resp != nil {
-			rejected = resp.RejectedIDs
+			rejected, reasons, settled = resp.RejectedIDs, resp.RejectedReasons, resp.ResolvedIDs
 		}
-		log.update(func(l *SyncLog) { l.Phase = PhasePushed; l.RejectedIDs = rejected })
+		log.update(func(l *SyncLog) {
+			l.Phase = PhasePushed
+			l.RejectedIDs, l.RejectedReasons, l.ServerResolvedIDs = rejected, reasons, settled
+		})
 		// Marking as synced must happen even if ctx was cancelled meanwhile: the server
 		// has committed the push. If it does not happen, the next sync pushes the same
 		// records again, which the server accepts (same device).

@@ -20,12 +20,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
-	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
-	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
 
 type e2eServer struct {
@@ -36,21 +37,9 @@ type e2eServer struct {
 
 func newE2EServer(t testing.TB) *e2eServer {
 	t.Helper()
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "server.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sch := storetest.TodoSchema(t)
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := mhttp.NewAuth([]byte("e2e-secret-0123456789abcdef"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth}))
-	t.Cleanup(func() { srv.Close(); store.Close() })
-	return &e2eServer{URL: srv.URL, auth: auth, schema: sch}
+	sch := testutil.TodoSchema(t)
+	srv := testutil.NewStoreServer(t, testutil.SQLiteStore(t, t.TempDir()), sch, mhttp.Options{})
+	return &e2eServer{URL: srv.URL, auth: srv.Auth, schema: sch}
 }
 
 func (s *e2eServer) token(t testing.TB, user string) string {
@@ -65,7 +54,7 @@ func (s *e2eServer) token(t testing.TB, user string) string {
 type e2eClient struct {
 	name string
 	db   *client.DB
-	hc   *mhttp.Client
+	hc   *transport.Client
 }
 
 func newE2EClient(t testing.TB, s *e2eServer, name, user, url string) *e2eClient {
@@ -82,7 +71,7 @@ func newE2EClient(t testing.TB, s *e2eServer, name, user, url string) *e2eClient
 	if url == "" {
 		url = s.URL
 	}
-	hc, err := mhttp.NewClient(url, mhttp.StaticToken(s.token(t, user)), device, mhttp.WithTimeout(5*time.Second))
+	hc, err := transport.NewClient(url, transport.StaticToken(s.token(t, user)), device, transport.WithTimeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +135,7 @@ func (c *e2eClient) state(t testing.TB) state {
 // serverState is what a brand-new device of user pulls.
 func (s *e2eServer) state(t testing.TB, user string) state {
 	t.Helper()
-	hc, err := mhttp.NewClient(s.URL, mhttp.StaticToken(s.token(t, user)), "")
+	hc, err := transport.NewClient(s.URL, transport.StaticToken(s.token(t, user)), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,6 +58,14 @@ type SyncLog struct {
 	LocalChangeCount  int
 	ResolvedConflicts []ResolvedConflict
 	RejectedIDs       map[string][]string
+	// RejectedReasons says, by record id, why the server refused a rejected record
+	// (the app backend's write hook: "title too long"); ids refused without a reason
+	// are absent.
+	RejectedReasons map[string]string
+	// ServerResolvedIDs lists the pushed records that met a newer server change and
+	// were settled by the server's conflict policy for their table; the next pull
+	// brings the settled record.
+	ServerResolvedIDs map[string][]string
 	// Turbo tells whether the pull was streamed straight into the database.
 	Turbo bool
 	// Attempts is 2 when the sync was retried after a push conflict.
@@ -102,12 +110,9 @@ func (l *SyncLog) Snapshot() *SyncLog {
 			Table: rc.Table, Local: maps.Clone(rc.Local), Remote: maps.Clone(rc.Remote), Resolved: maps.Clone(rc.Resolved),
 		})
 	}
-	if l.RejectedIDs != nil {
-		c.RejectedIDs = make(map[string][]string, len(l.RejectedIDs))
-		for k, v := range l.RejectedIDs {
-			c.RejectedIDs[k] = append([]string(nil), v...)
-		}
-	}
+	c.RejectedIDs = cloneIDs(l.RejectedIDs)
+	c.ServerResolvedIDs = cloneIDs(l.ServerResolvedIDs)
+	c.RejectedReasons = maps.Clone(l.RejectedReasons)
 	return c
 }
 
@@ -153,6 +158,8 @@ func (l *SyncLog) MarshalJSON() ([]byte, error) {
 		LocalChangeCount        int                  `json:"localChangeCount"`
 		ResolvedConflicts       []ResolvedConflict   `json:"resolvedConflicts,omitempty"`
 		RejectedIDs             map[string][]string  `json:"rejectedIds,omitempty"`
+		RejectedReasons         map[string]string    `json:"rejectedReasons,omitempty"`
+		ServerResolvedIDs       map[string][]string  `json:"serverResolvedIds,omitempty"`
 		Attempts                int                  `json:"attempts,omitempty"`
 		Warnings                []string             `json:"warnings,omitempty"`
 		FinishedAt              *time.Time           `json:"finishedAt,omitempty"`
@@ -164,6 +171,7 @@ func (l *SyncLog) MarshalJSON() ([]byte, error) {
 		Migration: s.Migration, NewLastPulledAt: s.NewLastPulledAt, Turbo: s.Turbo,
 		RemoteChangeCount: s.RemoteChangeCount, LocalChangeCount: s.LocalChangeCount,
 		ResolvedConflicts: s.ResolvedConflicts, RejectedIDs: s.RejectedIDs, Warnings: s.Warnings,
+		RejectedReasons: s.RejectedReasons, ServerResolvedIDs: s.ServerResolvedIDs,
 	}
 	if s.Attempts > 1 {
 		o.Attempts = s.Attempts
@@ -278,4 +286,15 @@ func copyPtr[T any](p *T) *T {
 	}
 	v := *p
 	return &v
+}
+
+func cloneIDs(m map[string][]string) map[string][]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
 }

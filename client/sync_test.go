@@ -208,14 +208,14 @@ func TestSyncWithConflicts(t *testing.T) {
 		t.Error("pDeleted was pushed although the server deleted it")
 	}
 	tUpdatedResolved := map[string]any{"id": "tUpdated", "name": "local", "position": 100.0, "is_completed": false,
-		"description": "remote", "project_id": "orig", "project_section_id": nil}
+		"description": "remote", "project_id": "orig", "project_section_id": nil, "_status": "updated", "_changed": "name,position"}
 	if !containsRecord(pushed["mock_tasks"].Updated, tUpdatedResolved) {
 		t.Errorf("pushed tasks.updated %v does not hold the resolved tUpdated %v", pushed["mock_tasks"].Updated, tUpdatedResolved)
 	}
 	if !slicesContain(pushed["mock_tasks"].Deleted, "tDeleted") {
 		t.Error("tDeleted was not pushed")
 	}
-	cUpdatedResolved := map[string]any{"id": "cUpdated", "body": "local", "task_id": "remote", "created_at": 1000.0, "updated_at": 2000.0}
+	cUpdatedResolved := map[string]any{"id": "cUpdated", "body": "local", "task_id": "remote", "created_at": 1000.0, "updated_at": 2000.0, "_status": "updated", "_changed": "body"}
 	if !containsRecord(pushed["mock_comments"].Updated, cUpdatedResolved) {
 		t.Errorf("pushed comments.updated %v does not hold the resolved cUpdated", pushed["mock_comments"].Updated)
 	}
@@ -485,12 +485,7 @@ func TestSyncSafelyHandlesLocalChangesDuringSync(t *testing.T) {
 	stExpectSynced(t, db, "mock_projects", "new_project", nil)
 	pushed := push.Calls()[0].Changes
 	want := stClone(before)
-	strip := func(r Record) melonsync.RawRecord {
-		out := cloneRec(r)
-		delete(out, "_status")
-		delete(out, "_changed")
-		return out
-	}
+	strip := func(r Record) melonsync.RawRecord { return cloneRec(r) }
 	want["mock_projects"].Created = append(want["mock_projects"].Created, strip(project1), strip(project2))
 	if diff := cmp.Diff(stSummary(want), stSummary(pushed)); diff != "" {
 		t.Errorf("pushed (-want +got):\n%s", diff)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/melonsync/melonsync"
 )
 
 // Change tracking, mirrored from WatermelonDB's Model tests ("Sync status fields") and
@@ -307,7 +308,7 @@ func TestNewIDAndValidID(t *testing.T) {
 	re := regexp.MustCompile(`^[0-9a-zA-Z]{16}$`)
 	for i := 0; i < 2000; i++ {
 		id := NewID()
-		if !re.MatchString(id) || !ValidID(id) {
+		if !re.MatchString(id) || !melonsync.ValidID(id) {
 			t.Fatalf("bad id %q", id)
 		}
 		if seen[id] {
@@ -317,8 +318,8 @@ func TestNewIDAndValidID(t *testing.T) {
 	}
 	for id, ok := range map[string]bool{"a": true, "A-b_c.9": true, "": false, "a/b": false, "é": false, "a b": false,
 		"0123456789012345678901234567890123456789012345678901234567890123": true, "01234567890123456789012345678901234567890123456789012345678901234": false} {
-		if ValidID(id) != ok {
-			t.Errorf("ValidID(%q) = %v", id, !ok)
+		if melonsync.ValidID(id) != ok {
+			t.Errorf("melonsync.ValidID(%q) = %v", id, !ok)
 		}
 	}
 }

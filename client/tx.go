@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -18,7 +20,7 @@ type Tx struct {
 	ctx      context.Context
 	writable bool
 	done     bool
-	stmts    map[string]*sql.Stmt
+	stmts    sqlitedb.Stmts
 	changes  []RecordChange
 	// summary is set once the transaction changed more records than an event lists
 	// one by one: changes then holds one entry per table, type and origin.
@@ -36,20 +38,7 @@ func (tx *Tx) check(write bool) error {
 }
 
 // stmt returns a statement prepared once per transaction.
-func (tx *Tx) stmt(query string) (*sql.Stmt, error) {
-	if s, ok := tx.stmts[query]; ok {
-		return s, nil
-	}
-	s, err := tx.tx.PrepareContext(tx.ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	if tx.stmts == nil {
-		tx.stmts = map[string]*sql.Stmt{}
-	}
-	tx.stmts[query] = s
-	return s, nil
-}
+func (tx *Tx) stmt(query string) (*sql.Stmt, error) { return tx.stmts.Get(tx.ctx, tx.tx, query) }
 
 func (tx *Tx) exec(query string, args ...any) (sql.Result, error) {
 	s, err := tx.stmt(query)
@@ -106,7 +95,7 @@ func (tx *Tx) Create(table string, values map[string]any) (Record, error) {
 	for k, v := range values {
 		if k == "id" {
 			s, ok := v.(string)
-			if !ok || !ValidID(s) {
+			if !ok || !melonsync.ValidID(s) {
 				return nil, fmt.Errorf("%w: id %v for %s must be a string matching ^[A-Za-z0-9_.-]{1,64}$", ErrInvalid, v, table)
 			}
 			id = s
@@ -334,7 +323,7 @@ func (tx *Tx) queryIDs(query string, args ...any) ([]string, error) {
 		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, decodeID(v))
+		out = append(out, sqlitedb.Text(v))
 	}
 	return out, rows.Err()
 }

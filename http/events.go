@@ -58,7 +58,8 @@ func (h *Handler) streamCaller(r *http.Request) (server.Caller, time.Time, error
 		if err != nil {
 			return server.Caller{}, time.Time{}, err
 		}
-		return server.Caller{User: id.User, Device: device}, id.Expires, nil
+		c := server.Caller{User: id.User, Device: device}
+		return c, id.Expires, h.gate(r, c)
 	}
 	id, c, err := h.identify(r)
 	return c, id.Expires, err
@@ -80,6 +81,12 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	leave, err := h.gates.streams.enter(r.Context(), c.User)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer leave()
 	feed := h.svc.Feed()
 	ch, cancel := feed.Subscribe(c.User, c.Device)
 	defer cancel()

@@ -204,6 +204,12 @@ func FuzzPullHandler(f *testing.F) {
 		case 400:
 			checkErrorBody(t, r.Code, r.Body.Bytes())
 			return
+		case 409: // a schema version newer than the server's: retry later
+			checkErrorBody(t, r.Code, r.Body.Bytes())
+			if !strings.Contains(r.Body.String(), server.ReasonSchemaAhead) {
+				t.Fatalf("status 409 for a pull: %s", r.Body.Bytes())
+			}
+			return
 		default:
 			t.Fatalf("status %d: %s", r.Code, r.Body.Bytes())
 		}

@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
 )
 
-var secret = []byte("test-secret-0123456789abcdef")
+var secret = testutil.Secret
 
 type env struct {
 	t     *testing.T
@@ -52,9 +54,8 @@ func newEnvWith(t *testing.T, o mhttp.Options, setUp func(*mhttp.Auth)) *env {
 		setUp(auth)
 	}
 	o.Auth = auth
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, o))
-	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, auth: auth, store: store}
+	srv := testutil.NewServer(t, h.Svc, o)
+	return &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 }
 
 func (e *env) token(user string) string {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/postgres"
+	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 )
 
@@ -221,7 +222,11 @@ func TestWatch(t *testing.T) {
 	events := make(chan event, 100)
 	watchErr := make(chan error, 1)
 	go func() {
-		watchErr <- s.Watch(ctx, func(user string, v int64, device string) { events <- event{user, v, device} })
+		watchErr <- s.Watch(ctx, func(ch server.Change) {
+			if ch.User != "" {
+				events <- event{ch.User, ch.Version, ch.Device}
+			}
+		})
 	}()
 	defer cancel()
 	wait := func(what, user string) int64 {
@@ -291,7 +296,7 @@ func TestWatch(t *testing.T) {
 	// Watch ends with nil when its context does.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	go func() { time.Sleep(200 * time.Millisecond); cancel2() }()
-	if err := s.Watch(ctx2, func(string, int64, string) {}); err != nil {
+	if err := s.Watch(ctx2, func(server.Change) {}); err != nil {
 		t.Errorf("watch ended by its context: %v", err)
 	}
 }

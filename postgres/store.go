@@ -17,12 +17,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -45,11 +47,14 @@ const DefaultReadTimeout = 15 * time.Minute
 
 // Store is the server store on one PostgreSQL schema.
 type Store struct {
-	pool        *pgxpool.Pool
+	pool        *pgxpool.Pool // pushes, purges, pings and our own tables
+	readPool    *pgxpool.Pool // pulls only: a pull never takes a push's connection
 	connCfg     *pgx.ConnConfig
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
-	instance    string // random id of this store: names its clock lock and settings
+	instance    string                        // random id of this store: names its clock lock and settings
+	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
+	changes     server.SchemaChanges
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
@@ -62,6 +67,7 @@ type Store struct {
 type config struct {
 	schema           string
 	maxConns         int32
+	readConns        int32
 	statementTimeout time.Duration
 	readTimeout      time.Duration
 }
@@ -75,9 +81,15 @@ type Option func(*config)
 // server's default (usually public).
 func WithSchema(name string) Option { return func(c *config) { c.schema = name } }
 
-// WithMaxConns sets the pool size (default: the larger of 4 and the number of CPUs, or
-// the DSN's pool_max_conns).
+// WithMaxConns sets the size of the pool of writes (pushes, purges, health checks;
+// default: the larger of 4 and the number of CPUs, or the DSN's pool_max_conns).
 func WithMaxConns(n int32) Option { return func(c *config) { c.maxConns = n } }
+
+// WithReadConns sets the size of the separate pool that pulls use (default: the
+// same as the pool of writes). Pulls never wait for, nor take, a write's connection,
+// so pushes and health checks go on whatever pulls do. The server needs up to
+// MaxConns + ReadConns + 1 (live updates) connections.
+func WithReadConns(n int32) Option { return func(c *config) { c.readConns = n } }
 
 // WithStatementTimeout sets statement_timeout on every connection (default
 // DefaultStatementTimeout, or the DSN's statement_timeout; 0 turns it off).
@@ -119,12 +131,22 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if cfg.maxConns > 0 {
 		pcfg.MaxConns = cfg.maxConns
 	}
+	rcfg := pcfg.Copy()
+	if cfg.readConns > 0 {
+		rcfg.MaxConns = cfg.readConns
+	}
+	rcfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, wrap("connect", err)
 	}
+	readPool, err := pgxpool.NewWithConfig(ctx, rcfg)
+	if err != nil {
+		pool.Close()
+		return nil, wrap("connect", err)
+	}
 	base, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
+	s := &Store{pool: pool, readPool: readPool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
 	if err := s.migrate(ctx, cfg.schema); err != nil {
 		s.Close()
 		return nil, err
@@ -229,7 +251,7 @@ func (s *Store) migrate(ctx context.Context, schemaName string) error {
 // SchemaName returns the PostgreSQL schema that holds the store's tables.
 func (s *Store) SchemaName() string { return s.schema }
 
-// Pool returns the store's connection pool (for tools and tests).
+// Pool returns the store's pool of writes (for tools and tests).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close stops Watch calls and closes the pool, waiting for connections in use to be
@@ -241,6 +263,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.stop()
 		s.watch.Wait()
+		s.readPool.Close()
 		s.pool.Close()
 	})
 	return nil
@@ -284,7 +307,7 @@ func (s *Store) Secret(ctx context.Context) ([]byte, error) {
 // Read runs fn in one REPEATABLE READ READ ONLY transaction: one snapshot of every
 // table, fixed by its first statement, which reads the clock.
 func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
-	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := s.begin(ctx, s.readPool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return err
 	}
@@ -316,11 +339,20 @@ const writeAttempts = 4
 // A transaction that PostgreSQL aborted to break a deadlock (or as a serialization
 // failure) was rolled back whole, so it is run again, fn included, a few times
 // before the error is returned: fn must not keep effects of a failed attempt.
+//
+// A transaction the database refused for its data (a constraint of the app's) is run
+// once more in locate mode, which returns the refused records as a
+// server.RefusedError (refused.go).
 func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
 	var err error
+	locate := false
 	for attempt := 1; ; attempt++ {
-		err = s.writeOnce(ctx, fn)
-		if attempt == writeAttempts || !isRetryableAbort(err) || ctx.Err() != nil {
+		err = s.writeOnce(ctx, fn, locate)
+		if errors.Is(err, errLocate) && !locate {
+			locate = true
+			continue
+		}
+		if attempt >= writeAttempts || !isRetryableAbort(err) || ctx.Err() != nil {
 			return err
 		}
 		// Let the other transaction finish before trying again.
@@ -341,13 +373,19 @@ func isRetryableAbort(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
-func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error) error {
-	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, locate bool) error {
+	tx, err := s.begin(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, looked: map[string]map[string]server.Meta{}}
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, looked: map[string]map[string]server.Meta{}, locate: locate}
+	if locate {
+		// Deferred constraints fail at the statement that breaks them, not at commit.
+		if _, err := tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`); err != nil {
+			return wrap("begin", err)
+		}
+	}
 	if err := fn(wt); err != nil {
 		return err
 	}
@@ -355,6 +393,12 @@ func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error) er
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if isRefusal(err) {
+			if locate {
+				return refusedAtCommit(err)
+			}
+			return errLocate
+		}
 		return wrap("commit", err)
 	}
 	return nil
@@ -362,11 +406,11 @@ func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error) er
 
 // begin starts a transaction, retrying on another connection when the one taken from
 // the pool turns out to be dead (nothing has been done yet, so this is always safe).
-func (s *Store) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+func (s *Store) begin(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions) (pgx.Tx, error) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var tx pgx.Tx
-		tx, err = s.pool.BeginTx(ctx, opts)
+		tx, err = pool.BeginTx(ctx, opts)
 		if err == nil {
 			return tx, nil
 		}
@@ -383,6 +427,18 @@ func (s *Store) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error) {
 	var n int64
 	err := s.retryTx(ctx, func(tx pgx.Tx) error {
+		// Moves as old as the purged tombstones go too (server/ACCESS.md "Purges").
+		var newestMove *int64
+		if err := tx.QueryRow(ctx, `WITH d AS (
+				DELETE FROM __melon_moves WHERE version > 0 AND version <= $1 RETURNING version)
+			SELECT max(version) FROM d`, before).Scan(&newestMove); err != nil {
+			return err
+		}
+		if newestMove != nil {
+			if _, err := tx.Exec(ctx, `UPDATE __melon_meta SET value = greatest(value::bigint, $1)::text WHERE key = 'purged_through'`, *newestMove); err != nil {
+				return err
+			}
+		}
 		var newest *int64
 		err := tx.QueryRow(ctx, `WITH d AS (
 				DELETE FROM __melon_tombstones WHERE ctid = ANY (ARRAY(
@@ -403,7 +459,7 @@ func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error
 
 // retryTx runs fn in a READ COMMITTED transaction.
 func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	tx, err := s.begin(ctx, pgx.TxOptions{})
+	tx, err := s.begin(ctx, s.pool, pgx.TxOptions{})
 	if err != nil {
 		return err
 	}
@@ -414,11 +470,12 @@ func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return tx.Commit(ctx)
 }
 
-// Watch calls fn(user, version, device) for every write committed to the store by any
-// process, melonsync or not (LISTEN/NOTIFY on one dedicated connection), until ctx
-// ends (it then returns nil), the store is closed, or the connection fails (the error
-// wraps melonsync.ErrUnavailable).
-func (s *Store) Watch(ctx context.Context, fn func(user string, version int64, device string)) error {
+// Watch calls fn for every write committed to the store by any process, melonsync
+// or not (LISTEN/NOTIFY on one dedicated connection): the owners and users whose data
+// changed, and the group and public tables changed with their groups. It returns when
+// ctx ends (then nil), the store is closed, or the connection fails (the error wraps
+// melonsync.ErrUnavailable).
+func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -446,7 +503,7 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64, d
 		return wrap("watch", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, `LISTEN `+quoteIdent(s.channel())); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+quoteIdent(s.channel())+`; LISTEN `+quoteIdent(s.tableChannel())); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -475,13 +532,18 @@ func (s *Store) Watch(ctx context.Context, fn func(user string, version int64, d
 		if err != nil {
 			return wrap("watch", err)
 		}
-		head, user, ok := strings.Cut(n.Payload, " ")
+		head, rest, ok := strings.Cut(n.Payload, " ")
 		vs, device, _ := strings.Cut(head, ":")
 		v, err := strconv.ParseInt(vs, 10, 64)
 		if !ok || err != nil {
 			continue
 		}
-		fn(user, v, device)
+		if n.Channel == s.tableChannel() {
+			table, group, _ := strings.Cut(rest, " ")
+			fn(server.Change{Version: v, Table: table, Group: group, Device: device})
+		} else {
+			fn(server.Change{Version: v, User: rest, Device: device})
+		}
 	}
 }
 
@@ -490,6 +552,24 @@ var watchPing = 30 * time.Second
 
 // channel is the NOTIFY channel of this store.
 func (s *Store) channel() string { return "melonsync_" + s.instance }
+
+// tableChannel is the NOTIFY channel of changes to group and public tables
+// ("version table group").
+func (s *Store) tableChannel() string { return "melonsync_" + s.instance + "_t" }
+
+// tablesOf returns the tables of the prepared schema whose rows belong to groups of
+// kind g.
+func (s *Store) tablesOf(g *schema.Group) []*schema.Table {
+	var out []*schema.Table
+	if sch := s.app.Load(); sch != nil {
+		for _, t := range sch.Tables {
+			if t.Rule.Group == g {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
 
 // versionSetting is the transaction-local setting holding the transaction's version.
 func (s *Store) versionSetting() string { return "melonsync.v_" + s.instance }

@@ -72,7 +72,55 @@ func sqlType(t schema.Type) string {
 	}
 }
 
+// groupExpr is the SQL of a group table's group value (” when t has none).
+func groupExpr(t *schema.Table) string {
+	switch {
+	case t.Rule.Kind != schema.GroupRule:
+		return `''`
+	case t.Rule.By == "id":
+		return `id`
+	}
+	return `coalesce(` + quoteIdent(t.Rule.By) + `, '')`
+}
+
+// userExpr is the SQL of the user a membership row names (” outside members tables).
+func userExpr(t *schema.Table) string {
+	if g := t.Rule.MembersOf; g != nil {
+		return `coalesce(` + quoteIdent(g.UserCol) + `, '')`
+	}
+	return `''`
+}
+
+// scope returns the scope condition of f on live rows of t (tomb: on tombstones).
+func scope(t *schema.Table, f server.Filter, tomb bool, arg func(any) string) string {
+	switch {
+	case f.Any:
+		return `true`
+	case f.User != "" && t.Rule.MembersOf != nil:
+		if tomb {
+			return `usr = ` + arg(f.User)
+		}
+		return quoteIdent(t.Rule.MembersOf.UserCol) + ` = ` + arg(f.User)
+	case f.Groups != nil && t.Rule.Kind == schema.GroupRule:
+		col := `id`
+		switch {
+		case tomb:
+			col = `grp`
+		case t.Rule.By != "id":
+			col = quoteIdent(t.Rule.By)
+		}
+		return col + ` = ANY(` + arg(f.Groups) + `::text[])`
+	}
+	if tomb {
+		return `owner = ` + arg(f.Owner)
+	}
+	return `__owner = ` + arg(f.Owner)
+}
+
 func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
+	if (f.Groups != nil && len(f.Groups) == 0 && !f.Any && f.User == "") || (f.IDs != nil && len(f.IDs) == 0) {
+		return nil
+	}
 	var b strings.Builder
 	var args []any
 	arg := func(v any) string {
@@ -80,7 +128,10 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		return "$" + strconv.Itoa(len(args))
 	}
 	if f.Deleted {
-		b.WriteString(`SELECT id, version, created_version, created_device FROM __melon_tombstones WHERE tbl = ` + arg(t.Name) + ` AND owner = ` + arg(f.Owner))
+		b.WriteString(`SELECT id, version, created_version, created_device, owner, grp, usr FROM __melon_tombstones WHERE tbl = ` + arg(t.Name) + ` AND ` + scope(t, f, true, arg))
+		if f.IDs != nil {
+			b.WriteString(` AND id = ANY(` + arg(f.IDs) + `::text[])`)
+		}
 		if f.After > 0 {
 			b.WriteString(` AND version > ` + arg(f.After))
 		}
@@ -88,13 +139,16 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 			b.WriteString(` AND version <= ` + arg(f.Through))
 		}
 	} else {
-		b.WriteString(`SELECT id, __version, __created_version, __created_device`)
+		b.WriteString(`SELECT id, __version, __created_version, __created_device, __owner, ` + groupExpr(t) + `, ` + userExpr(t))
 		for _, c := range cols {
 			// The casts are no-ops on the columns melonsync creates; they keep the
 			// answer's types right if someone changed a column's type.
 			b.WriteString(`, ` + quoteIdent(c.Name) + `::` + sqlType(c.Type))
 		}
-		b.WriteString(` FROM ` + quoteIdent(t.Name) + ` WHERE __owner = ` + arg(f.Owner))
+		b.WriteString(` FROM ` + quoteIdent(t.Name) + ` WHERE ` + scope(t, f, false, arg))
+		if f.IDs != nil {
+			b.WriteString(` AND id = ANY(` + arg(f.IDs) + `::text[])`)
+		}
 		if f.After > 0 {
 			b.WriteString(` AND __version > ` + arg(f.After))
 		}
@@ -129,9 +183,12 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 			return fmt.Errorf("postgres: scan %s: %w", t.Name, err)
 		}
 		row.CreatedDevice = string(raw[3])
+		row.Owner = string(raw[4])
+		row.Group = string(raw[5])
+		row.User = string(raw[6])
 		if !f.Deleted {
 			for i, c := range cols {
-				if row.Values[i], err = decodeValue(c.Type, fds[4+i].Format, raw[4+i]); err != nil {
+				if row.Values[i], err = decodeValue(c.Type, fds[7+i].Format, raw[7+i]); err != nil {
 					return fmt.Errorf("postgres: scan %s.%s: %w", t.Name, c.Name, err)
 				}
 			}
@@ -199,6 +256,11 @@ type writeTx struct {
 	// for NOTIFY.
 	owners map[string]bool
 	device string
+	// tables changed ("table group") and users named by membership rows, for NOTIFY.
+	tables map[string]bool
+	// locate: constraints are checked at once and refused records are found one by
+	// one (refused.go).
+	locate bool
 }
 
 // Lookup returns the metadata of the live rows and tombstones with these ids, locking
@@ -225,7 +287,7 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 		for rows.Next() {
 			var id string
 			var m server.Meta
-			if err := rows.Scan(&id, &m.Owner, &m.Version, &m.Device); err != nil {
+			if err := rows.Scan(&id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
 				return wrap("lookup "+t.Name, err)
 			}
 			m.Deleted = deleted
@@ -236,11 +298,11 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 		}
 		return wrap("lookup "+t.Name, rows.Err())
 	}
-	if err := read(false, `SELECT id, __owner, __version, __device FROM `+quoteIdent(t.Name)+
+	if err := read(false, `SELECT id, __owner, __version, __device, `+groupExpr(t)+`, `+userExpr(t)+` FROM `+quoteIdent(t.Name)+
 		` WHERE id = ANY($1) ORDER BY id FOR UPDATE`, sorted); err != nil {
 		return nil, err
 	}
-	if err := read(true, `SELECT id, owner, version, device FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`,
+	if err := read(true, `SELECT id, owner, version, device, grp, usr FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`,
 		t.Name, sorted); err != nil {
 		return nil, err
 	}
@@ -275,21 +337,45 @@ func (w *writeTx) owner(o string) {
 	w.owners[o] = true
 }
 
-// notify queues one notification per owner whose data changed; PostgreSQL delivers
-// them at commit. The payload is "VERSION OWNER", or "VERSION:DEVICE OWNER" when the
-// pushing device is known (device ids hold neither ':' nor ' '), so that listeners
-// on other processes can skip the pushing device's own stream.
+// touched notes, for NOTIFY, the groups and users an op on t concerns.
+func (w *writeTx) touched(t *schema.Table, op server.Op) {
+	if t.Rule.Kind == schema.Owner {
+		return
+	}
+	if w.tables == nil {
+		w.tables = map[string]bool{}
+	}
+	for _, g := range []string{op.OldGroup, op.Group} {
+		if g != "" || t.Rule.Kind == schema.Public {
+			w.tables[t.Name+" "+g] = true
+		}
+	}
+	for _, u := range []string{op.OldUser, op.User} {
+		if u != "" {
+			w.owner(u)
+		}
+	}
+}
+
+// notify queues one notification per owner whose data changed and per group or
+// public table changed; PostgreSQL delivers them at commit. A payload starts with
+// "VERSION", or "VERSION:DEVICE" when the pushing device is known (device ids hold
+// neither ':' nor ' '), so that listeners on other processes can skip the pushing
+// device's own streams.
 func (w *writeTx) notify() error {
-	if w.version == 0 || len(w.owners) == 0 {
+	if w.version == 0 || len(w.owners)+len(w.tables) == 0 {
 		return nil
 	}
-	head := strconv.FormatInt(w.version, 10)
-	if w.device != "" && server.ValidID(w.device) {
-		head += ":" + w.device
-	}
 	b := &pgx.Batch{}
+	v := strconv.FormatInt(w.version, 10)
+	if w.device != "" && melonsync.ValidID(w.device) {
+		v += ":" + w.device
+	}
 	for o := range w.owners {
-		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), head+" "+o)
+		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), v+" "+o)
+	}
+	for tg := range w.tables {
+		b.Queue(`SELECT pg_notify($1, $2)`, w.s.tableChannel(), v+" "+tg)
 	}
 	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
 		return wrap("notify", err)
@@ -299,13 +385,31 @@ func (w *writeTx) notify() error {
 
 // Apply performs ops with set-based statements: consecutive ops of one kind (and, for
 // updates, the same columns and no repeated id) go in one statement.
+//
+// When the database refuses a write for its data (refused.go), the attempt ends with
+// errLocate and Write runs it again in locate mode, which finds the refused records.
 func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 	if len(ops) > 0 && ops[0].Device != "" {
 		w.device = ops[0].Device
 	}
+	if w.locate {
+		return w.applyLocating(t, ops)
+	}
+	err := w.apply(t, ops)
+	if isRefusal(err) {
+		return errLocate
+	}
+	return err
+}
+
+// apply is Apply without the handling of refusals.
+func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
 	v, err := w.Version()
 	if err != nil {
 		return err
+	}
+	for _, op := range ops {
+		w.touched(t, op)
 	}
 	for start := 0; start < len(ops); {
 		end := start + 1
@@ -529,4 +633,76 @@ func columnArray(c schema.Column, ops []server.Op, i int) any {
 		}
 		return a
 	}
+}
+
+func (r *readTx) Moves(t *schema.Table, f server.MoveFilter, fn func(server.Move) error) error {
+	q := `SELECT id, version, from_grp, to_grp, from_usr, to_usr FROM __melon_moves WHERE tbl = $1 AND version > $2`
+	args := []any{t.Name, f.After}
+	switch {
+	case f.IDs != nil:
+		q += ` AND id = ANY($3::text[])`
+		args = append(args, f.IDs)
+	case f.FromGroups != nil:
+		q += ` AND from_grp = ANY($3::text[])`
+		args = append(args, f.FromGroups)
+	case f.User != "":
+		q = q + ` AND from_usr = $3 UNION ` + q + ` AND to_usr = $3`
+		args = append(args, f.User)
+	default:
+		return fmt.Errorf("postgres: moves: no filter")
+	}
+	rows, err := r.tx.Query(r.ctx, `SELECT * FROM (`+q+`) m ORDER BY id, version`, args...)
+	if err != nil {
+		return wrap("moves "+t.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m server.Move
+		if err := rows.Scan(&m.ID, &m.Version, &m.FromGroup, &m.ToGroup, &m.FromUser, &m.ToUser); err != nil {
+			return wrap("moves "+t.Name, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return wrap("moves "+t.Name, rows.Err())
+}
+
+// Memberships returns the groups of kind g user is a member of, locking those
+// membership rows (FOR SHARE) so that a concurrent removal waits for this push.
+func (w *writeTx) Memberships(g *schema.Group, user string) ([]string, error) {
+	rows, err := w.tx.Query(w.ctx, `SELECT coalesce(`+quoteIdent(g.GroupCol)+`, '') FROM `+quoteIdent(g.Members.Name)+
+		` WHERE `+quoteIdent(g.UserCol)+` = $1 ORDER BY id FOR SHARE`, user)
+	if err != nil {
+		return nil, wrap("memberships", err)
+	}
+	groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, wrap("memberships", err)
+	}
+	return groups, nil
+}
+
+// Unclaimed takes a transaction-scoped advisory lock on founding (g, id), then checks
+// that no table of kind g has a live row of the group. Under the lock, READ
+// COMMITTED statements see a concurrent founder's rows once it committed.
+func (w *writeTx) Unclaimed(g *schema.Group, id string) (bool, error) {
+	if _, err := w.tx.Exec(w.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`,
+		"melonsync:found:"+w.s.instance+":"+g.Name+":"+id); err != nil {
+		return false, wrap("found", err)
+	}
+	for _, t := range w.s.tablesOf(g) {
+		var taken bool
+		col := "id"
+		if t.Rule.By != "id" {
+			col = quoteIdent(t.Rule.By)
+		}
+		if err := w.tx.QueryRow(w.ctx, `SELECT EXISTS (SELECT 1 FROM `+quoteIdent(t.Name)+` WHERE `+col+` = $1)`, id).Scan(&taken); err != nil {
+			return false, wrap("found", err)
+		}
+		if taken {
+			return false, nil
+		}
+	}
+	return true, nil
 }

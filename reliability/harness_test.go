@@ -9,14 +9,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
+	"github.com/melonsync/melonsync/sqlite"
 )
 
 // testServer is the real handler over a real store on a loopback listener. restart
@@ -26,9 +30,13 @@ type testServer struct {
 	open func() (server.Store, error)
 	sch  *schema.Schema
 	auth *mhttp.Auth
+	// onStart, when set, is called with each started service and a channel closed
+	// when it stops.
+	onStart func(svc *server.Service, stopped <-chan struct{})
 
 	mu      sync.Mutex
 	store   server.Store
+	stopped chan struct{}
 	handler *mhttp.Handler
 	hs      *http.Server
 	addr    string
@@ -48,11 +56,16 @@ func (s *testServer) start() error {
 		store.Close()
 		return err
 	}
-	h := mhttp.NewHandler(server.New(store, s.sch), mhttp.Options{Auth: s.auth})
+	svc := server.New(store, s.sch)
+	h := mhttp.NewHandler(svc, mhttp.Options{Auth: s.auth})
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	stopped := make(chan struct{})
+	if s.onStart != nil {
+		s.onStart(svc, stopped)
+	}
 	go hs.Serve(ln)
 	s.mu.Lock()
-	s.store, s.handler, s.hs, s.addr = store, h, hs, ln.Addr().String()
+	s.store, s.handler, s.hs, s.addr, s.stopped = store, h, hs, ln.Addr().String(), stopped
 	s.mu.Unlock()
 	return nil
 }
@@ -66,6 +79,7 @@ func (s *testServer) stop() {
 	s.handler.Close()
 	s.hs.Close()
 	s.store.Close()
+	close(s.stopped)
 	s.hs = nil
 }
 
@@ -249,4 +263,36 @@ func pullAll(srv *testServer, hc *http.Client, token string) (map[string]map[str
 		}
 	}
 	return out, nil
+}
+
+// requireAccessRules skips t when this build does not apply the schema's "access"
+// rules (SPEC §6) yet: a client's push to a public table must be refused.
+func requireAccessRules(t testing.TB) {
+	t.Helper()
+	if os.Getenv("MELONSYNC_TEST_ACCESS_FORCE") != "" {
+		return
+	}
+	sch, err := schema.Parse([]byte(`{"version":1,"tables":[{"name":"a","columns":[]}],"access":{"tables":{"a":{"public":true}}}}`))
+	if err != nil {
+		t.Skip("this build does not read the schema's \"access\" object yet")
+	}
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "probe.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if err := store.Prepare(context.Background(), sch); err != nil {
+		t.Fatal(err)
+	}
+	p, err := server.DecodePush(sch, []byte(`{"lastPulledAt":0,"changes":{"a":{"created":[{"id":"x"}]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := server.New(store, sch).Push(context.Background(), server.Caller{User: "u"}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.RejectedIDs["a"]) == 0 {
+		t.Skip("this build does not apply the schema's \"access\" rules yet")
+	}
 }

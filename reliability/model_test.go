@@ -2,13 +2,10 @@ package reliability_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,16 +15,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"pgregory.net/rapid"
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
 
 var histories = flag.Int("reliability.histories", 0, "random histories per store (default 100 on SQLite, 60 on PostgreSQL)")
@@ -60,31 +58,14 @@ func TestModelSQLite(t *testing.T) {
 }
 
 func TestModelPostgres(t *testing.T) {
-	dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-	}
+	dsn := testutil.PostgresDSN(t)
 	st := &stats{faults: map[fault]int{}}
 	runModel(t, "postgres", 60, st, func(rt *rapid.T) func() (server.Store, error) {
-		b := make([]byte, 6)
-		rand.Read(b)
-		name := "melon_model_" + hex.EncodeToString(b)
-		rt.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if conn, err := pgx.Connect(ctx, dsn); err == nil {
-				conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`)
-				conn.Close(ctx)
-			}
-		})
-		u, err := url.Parse(dsn)
-		if err != nil {
-			rt.Fatal(err)
+		_, schemaDSN := testutil.PostgresSchema(rt, dsn, "melon_model")
+		if schemaDSN == "" {
+			rt.Fatal("MELONSYNC_TEST_POSTGRES is not a postgres:// URL")
 		}
-		q := u.Query()
-		q.Set("search_path", name)
-		u.RawQuery = q.Encode()
-		return func() (server.Store, error) { return postgres.Open(context.Background(), u.String()) }
+		return func() (server.Store, error) { return postgres.Open(context.Background(), schemaDSN) }
 	})
 }
 
@@ -144,7 +125,7 @@ type modelClient struct {
 	user   string
 	path   string
 	db     *client.DB
-	remote *mhttp.Client
+	remote *transport.Client
 	plan   *faultPlan
 	kill   bool // kill the client after its next push reaches the server
 }
@@ -215,8 +196,8 @@ func newHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store, erro
 		ct := http.DefaultTransport.(*http.Transport).Clone()
 		rec := &recordingTransport{client: i, user: user, next: ct, log: func(p acceptedPush) { h.accepted = append(h.accepted, p) }}
 		hc := &http.Client{Transport: &faultTransport{srv: h.srv, plan: c.plan, next: rec, base: ct}}
-		c.remote, err = mhttp.NewClient("http://server.invalid", mhttp.StaticToken(h.tokens[user]), device,
-			mhttp.WithHTTPClient(hc), mhttp.WithGzipThreshold(-1), mhttp.WithTimeout(30*time.Second))
+		c.remote, err = transport.NewClient("http://server.invalid", transport.StaticToken(h.tokens[user]), device,
+			transport.WithHTTPClient(hc), transport.WithGzipThreshold(-1), transport.WithTimeout(30*time.Second))
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -480,8 +461,14 @@ func (h *history) runSync(rt *rapid.T, c *modelClient, op string, f fault) error
 // withChanged returns req with each updated record's local "_changed" added, as
 // WatermelonDB sends it (the server ignores it; the model needs it).
 func (h *history) withChanged(rt *rapid.T, c *modelClient, req melonsync.PushRequest) melonsync.PushRequest {
+	return withLocalChanged(h.ctx, rt, c, req)
+}
+
+// withLocalChanged returns req with each updated record's "_changed" from c's
+// database.
+func withLocalChanged(ctx context.Context, rt *rapid.T, c *modelClient, req melonsync.PushRequest) melonsync.PushRequest {
 	out := melonsync.PushRequest{LastPulledAt: req.LastPulledAt, Changes: melonsync.Changes{}}
-	err := c.db.Read(h.ctx, func(tx *client.Tx) error {
+	err := c.db.Read(ctx, func(tx *client.Tx) error {
 		for table, tc := range req.Changes {
 			n := *tc
 			n.Updated = nil

@@ -52,6 +52,8 @@ func Parse(data []byte) (*Schema, error) {
 		Version    json.RawMessage `json:"version"`
 		Tables     json.RawMessage `json:"tables"`
 		Migrations json.RawMessage `json:"migrations"`
+		Access     json.RawMessage `json:"access"`
+		Conflicts  json.RawMessage `json:"conflicts"`
 	}
 	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, fmt.Errorf("schema: not a JSON object: %v", err)
@@ -70,7 +72,21 @@ func Parse(data []byte) (*Schema, error) {
 			return nil, err
 		}
 	}
-	return New(version, tables, migs)
+	s, err := New(version, tables, migs)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ParseAccess(top.Access); err != nil {
+		return nil, fmt.Errorf("schema: %w", err)
+	}
+	policies, err := ParsePolicies(top.Conflicts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.SetPolicies(policies); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // parseTables accepts an array of tables or an object of tables keyed by name.
@@ -288,8 +304,8 @@ func orderedObject(raw []byte) ([]string, []json.RawMessage, error) {
 	return keys, vals, nil
 }
 
-// MarshalJSON writes the hand-written form of the schema (tables and version; the
-// migrations are not written).
+// MarshalJSON writes the hand-written form of the schema (tables, version and the
+// conflict policies; the migrations are not written).
 func (s *Schema) MarshalJSON() ([]byte, error) {
 	type col struct {
 		Name       string `json:"name"`
@@ -302,9 +318,10 @@ func (s *Schema) MarshalJSON() ([]byte, error) {
 		Columns []col  `json:"columns"`
 	}
 	out := struct {
-		Version int   `json:"version"`
-		Tables  []tbl `json:"tables"`
-	}{Version: s.Version, Tables: []tbl{}}
+		Version   int            `json:"version"`
+		Tables    []tbl          `json:"tables"`
+		Conflicts map[string]any `json:"conflicts,omitempty"`
+	}{Version: s.Version, Tables: []tbl{}, Conflicts: s.marshalPolicies()}
 	for _, t := range s.Tables {
 		tt := tbl{Name: t.Name, Columns: []col{}}
 		for _, c := range t.Columns {

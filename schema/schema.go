@@ -108,6 +108,9 @@ type Table struct {
 	Columns []Column `json:"columns"`
 	// Since is the schema version that created the table (1 when it was always there).
 	Since int `json:"-"`
+	// Rule says who reads and writes the table's rows (SPEC §6; the owner rule unless
+	// the schema's access object says otherwise).
+	Rule Rule `json:"-"`
 
 	index map[string]int
 }
@@ -144,8 +147,13 @@ type Schema struct {
 	Version    int
 	Tables     []*Table
 	Migrations *Migrations
+	// Access holds the access object's groups (nil when the schema has none); each
+	// table's own rule is in Table.Rule.
+	Access *Access
 
 	byName map[string]*Table
+	// conflicts holds the tables' conflict policies (conflicts.go).
+	conflicts map[string]Policy
 }
 
 // Table returns the named table, or nil.

@@ -5,18 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/schema"
 )
-
-var idRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// ValidID reports whether id may be a record id: ^[A-Za-z0-9_.-]{1,64}$.
-func ValidID(id string) bool { return idRE.MatchString(id) }
 
 func invalid(format string, args ...any) *melonsync.Error {
 	return melonsync.Errorf(melonsync.EInvalid, format, args...)
@@ -48,6 +42,11 @@ type PushedRecord struct {
 	ID     string
 	Values []any
 	Set    []bool
+	// Changed marks the columns named in the record's "_changed" list (WatermelonDB's
+	// columns changed since the last sync); nil when the record has no "_changed".
+	// Only conflict policies read it (client-wins); it never limits what is written
+	// when there is no conflict.
+	Changed []bool
 }
 
 // DecodePush validates and decodes a push body {"changes": …, "lastPulledAt": n}.
@@ -165,7 +164,7 @@ func decodeChangesFast(s *schema.Schema, raw json.RawMessage) (*PushParams, bool
 			case "deleted":
 				for _, item := range items {
 					id, ok := item.(string)
-					if !ok || !ValidID(id) || seen[t.Name+"\x00"+id] {
+					if !ok || !melonsync.ValidID(id) || seen[t.Name+"\x00"+id] {
 						return nil, false
 					}
 					seen[t.Name+"\x00"+id] = true
@@ -276,7 +275,7 @@ func decodeTableChanges(t *schema.Table, raw json.RawMessage, seen map[string]bo
 			if err := json.Unmarshal(rawID, &id); err != nil || bytes.TrimSpace(rawID)[0] != '"' {
 				return tp, invalid("changes.%s.deleted[%d] must be a string id", t.Name, i)
 			}
-			if !ValidID(id) {
+			if !melonsync.ValidID(id) {
 				return tp, invalid("changes.%s.deleted[%d]: invalid id %q (expected ^[A-Za-z0-9_.-]{1,64}$)", t.Name, i, truncate(id))
 			}
 			if seen[t.Name+"\x00"+id] {
@@ -302,7 +301,7 @@ func recordFromMap(t *schema.Table, m map[string]any) (PushedRecord, error) {
 	if !ok {
 		return PushedRecord{}, fmt.Errorf("a record needs a string id")
 	}
-	if !ValidID(id) {
+	if !melonsync.ValidID(id) {
 		return PushedRecord{}, fmt.Errorf("invalid id %q (expected ^[A-Za-z0-9_.-]{1,64}$)", truncate(id))
 	}
 	for k := range m {
@@ -321,7 +320,22 @@ func recordFromMap(t *schema.Table, m map[string]any) (PushedRecord, error) {
 		rec.Values[i] = c.Sanitize(v)
 		rec.Set[i] = true
 	}
+	if ch, ok := m["_changed"].(string); ok {
+		rec.Changed = changedColumns(t, ch)
+	}
 	return rec, nil
+}
+
+// changedColumns turns a "_changed" list ("name,is_done") into flags per column of t;
+// names that are not columns of t are ignored.
+func changedColumns(t *schema.Table, list string) []bool {
+	out := make([]bool, len(t.Columns))
+	for _, name := range strings.Split(list, ",") {
+		if i := t.ColumnIndex(strings.TrimSpace(name)); i >= 0 {
+			out[i] = true
+		}
+	}
+	return out
 }
 
 func unmarshalObject(raw []byte, v any) error {

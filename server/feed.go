@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"sync"
+
+	"github.com/melonsync/melonsync/schema"
 )
 
 // Feed tells listeners that a user's data changed: after every committed push, the
@@ -89,11 +91,113 @@ func (f *Feed) Publish(user string, v int64, device string) {
 	}
 }
 
+// PublishAll tells every listener about version v (a public table changed) by
+// device.
+func (f *Feed) PublishAll(v int64, device string) {
+	f.mu.Lock()
+	users := make([]string, 0, len(f.subs))
+	for u := range f.subs {
+		users = append(users, u)
+	}
+	f.mu.Unlock()
+	for _, u := range users {
+		f.Publish(u, v, device)
+	}
+}
+
+// listening reports whether anyone listens at all.
+func (f *Feed) listening() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.subs) > 0
+}
+
+// Change says whose data a committed write changed: a user's (User), the members'
+// of a group whose rows changed (Table, a group table, and Group), or everyone's
+// (Table, a public table, with Group empty).
+type Change struct {
+	Version int64
+	User    string
+	Table   string
+	Group   string
+	// Device pushed the change ("" when unknown, or written outside melonsync); its
+	// own streams are not told.
+	Device string
+}
+
 // Watcher is implemented by stores that several server processes share: Watch calls
 // fn for every write committed by any process (including writes from outside
-// melonsync, whose device is ""), until ctx ends or the watch fails.
+// melonsync, whose Device is ""), until ctx ends or the watch fails.
 type Watcher interface {
-	Watch(ctx context.Context, fn func(user string, version int64, device string)) error
+	Watch(ctx context.Context, fn func(Change)) error
+}
+
+// deliver tells the listeners each change concerns: the user named, every member
+// of a group (read from the members table now, after the commit) or everyone.
+func (s *Service) deliver(ctx context.Context, changes []Change) {
+	groups := map[*schema.Group]map[string]int64{}
+	device := "" // the changes of one write, by one device
+	if len(changes) > 0 {
+		device = changes[0].Device
+	}
+	for _, ch := range changes {
+		switch {
+		case ch.User != "":
+			s.feed.Publish(ch.User, ch.Version, ch.Device)
+		case ch.Table != "":
+			t := s.schema.Table(ch.Table)
+			if t == nil {
+				continue
+			}
+			switch t.Rule.Kind {
+			case schema.Public:
+				s.feed.PublishAll(ch.Version, ch.Device)
+			case schema.GroupRule:
+				if ch.Group == "" {
+					continue
+				}
+				g := t.Rule.Group
+				if groups[g] == nil {
+					groups[g] = map[string]int64{}
+				}
+				groups[g][ch.Group] = max(groups[g][ch.Group], ch.Version)
+			}
+		}
+	}
+	if len(groups) == 0 || !s.feed.listening() {
+		return
+	}
+	type poke struct {
+		user   string
+		v      int64
+		device string
+	}
+	var pokes []poke
+	err := s.store.Read(ctx, func(tx ReadTx) error {
+		pokes = pokes[:0]
+		for g, ids := range groups {
+			list := make([]string, 0, len(ids))
+			for id := range ids {
+				list = append(list, id)
+			}
+			err := tx.Scan(g.Members, nil, Filter{Groups: list}, func(r *Row) error {
+				if r.User != "" {
+					pokes = append(pokes, poke{r.User, ids[r.Group], device})
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return // listeners still poll; nothing is lost but promptness
+	}
+	for _, p := range pokes {
+		s.feed.Publish(p.user, p.v, p.device)
+	}
 }
 
 // Feed returns the service's change feed.
@@ -118,5 +222,5 @@ func (s *Service) WatchStore(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	return w.Watch(ctx, s.feed.Publish)
+	return w.Watch(ctx, func(ch Change) { s.deliver(ctx, []Change{ch}) })
 }

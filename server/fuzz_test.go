@@ -71,7 +71,7 @@ func FuzzDecodePush(f *testing.F) {
 			seen[tp.Table.Name] = true
 			for _, list := range [][]PushedRecord{tp.Created, tp.Updated} {
 				for _, r := range list {
-					if !ValidID(r.ID) {
+					if !melonsync.ValidID(r.ID) {
 						t.Fatalf("id %q accepted", r.ID)
 					}
 					if len(r.Values) != len(tp.Table.Columns) || (r.Set != nil && len(r.Set) != len(tp.Table.Columns)) {
@@ -85,7 +85,7 @@ func FuzzDecodePush(f *testing.F) {
 				}
 			}
 			for _, id := range tp.Deleted {
-				if !ValidID(id) {
+				if !melonsync.ValidID(id) {
 					t.Fatalf("deleted id %q accepted", id)
 				}
 			}

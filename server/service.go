@@ -15,6 +15,7 @@ type Service struct {
 	store  Store
 	schema *schema.Schema
 	feed   Feed
+	hook   *writeHook // nil: no write hook (hook.go)
 }
 
 // New returns a Service over store for schema s. The store must have been prepared
@@ -47,17 +48,42 @@ type PullParams struct {
 	SchemaVersion int
 	// Migration lists what the client's schema gained since its last sync (nil: none).
 	Migration *melonsync.Migration
+	// Replacement asks for a replacement answer even when an incremental one is
+	// possible (an operator forced it for this device).
+	Replacement bool
+	// Stats, when set, is filled in by a successful Pull.
+	Stats *PullStats
 }
 
+// PullStats is what a pull answered, for the sync log.
+type PullStats struct {
+	Timestamp int64
+	// Strategy is "replacement" or "" (a migration pull is told by its params).
+	Strategy string
+	// Tables counts the records sent per table.
+	Tables map[string]TableCounts
+}
+
+// TableCounts counts the records of one table by kind.
+type TableCounts struct{ Created, Updated, Deleted int }
+
 // Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
-// streaming it from one consistent snapshot of the store. Errors: invalid_request for
-// a schema version the server cannot serve; internal for store failures.
+// streaming it from one consistent snapshot of the store. A schema version that is
+// not given is served as the server's. Errors: unauthorized without a user; conflict
+// when the client's schema version is newer than the server's (SchemaAheadError: a
+// rolling upgrade is under way and this process cannot serve it yet); store failures
+// as they come (internal, unavailable). Nothing is written to w before the snapshot is
+// open, but a failure after the answer started leaves w with a partial answer: the
+// caller must not present it as complete.
 func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer) error {
 	if c.User == "" {
 		return melonsync.Errorf(melonsync.EUnauthorized, "no user")
 	}
 	sv := p.SchemaVersion
-	if sv <= 0 || sv > s.schema.Version {
+	if sv > s.schema.Version {
+		return SchemaAheadError(sv, s.schema.Version)
+	}
+	if sv <= 0 {
 		sv = s.schema.Version
 	}
 	migTables := map[string]bool{}
@@ -88,7 +114,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 		}
 		since := p.LastPulledAt
 		strategy := ""
-		if since > clock {
+		if p.Replacement && since > 0 {
+			strategy = melonsync.StrategyReplacement
+		} else if since > clock {
 			// A lastPulledAt this server never handed out (say, the database was
 			// restored from a backup): only a replacement answer is correct.
 			strategy = melonsync.StrategyReplacement
@@ -108,8 +136,15 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			}
 			enc.str(t.Name)
 			enc.raw(`:`)
+			enc.counts = [3]int{}
 			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
 				return err
+			}
+			if p.Stats != nil && enc.counts != [3]int{} {
+				if p.Stats.Tables == nil {
+					p.Stats.Tables = map[string]TableCounts{}
+				}
+				p.Stats.Tables[t.Name] = TableCounts{enc.counts[kindCreated], enc.counts[kindUpdated], enc.counts[kindDeleted]}
 			}
 			if enc.err != nil {
 				return enc.err
@@ -122,6 +157,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			enc.str(strategy)
 		}
 		enc.raw("}")
+		if p.Stats != nil {
+			p.Stats.Timestamp, p.Stats.Strategy = clock, strategy
+		}
 		return enc.flush()
 	})
 	if err != nil && !errors.As(err, new(*melonsync.Error)) {
@@ -130,93 +168,136 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 	return err
 }
 
+// ReasonSchemaAhead is details.reason of the conflict answered to a pull whose schema
+// version is newer than the server's.
+const ReasonSchemaAhead = "schema_version_ahead"
+
+// SchemaAheadRetry is how many seconds a client refused with SchemaAheadError is told
+// to wait (Retry-After) before trying again.
+const SchemaAheadRetry = 5
+
+// SchemaAheadError is the answer to a pull from a client whose schema version is newer
+// than this server's: during a rolling upgrade an old process must not answer it, or
+// the timestamp it hands out would make the client skip the newer tables and columns
+// for good. It is a conflict (409) — "sync again later" — with details.reason
+// ReasonSchemaAhead and both versions; another process (or this one, upgraded) will
+// serve the retry.
+func SchemaAheadError(client, server int) *melonsync.Error {
+	return &melonsync.Error{
+		Code: melonsync.EConflict,
+		Message: fmt.Sprintf("schemaVersion %d is newer than this server's schema (version %d): a server upgrade is in progress; try again later",
+			client, server),
+		Details: map[string]any{
+			"reason":              ReasonSchemaAhead,
+			"schemaVersion":       client,
+			"serverSchemaVersion": server,
+			"retryAfter":          SchemaAheadRetry,
+		},
+	}
+}
+
 // pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.
 func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
-	owner := Filter{Owner: c.User}
+	if t.Rule.Kind == schema.GroupRule {
+		return s.pullGroupTable(tx, c, t, cols, since, replacement, migTable, migCols, enc)
+	}
+	scope := Filter{Owner: c.User}
+	if t.Rule.Kind == schema.Public {
+		scope = Filter{Any: true}
+	}
 	// whole: every live record is sent (first sync, replacement, new table).
 	whole := since == 0 || replacement || migTable
-	// isCreated applies SPEC §3 pull rule 4 to a live row.
-	isCreated := func(r *Row) bool {
-		if since == 0 || migTable {
-			return true
-		}
-		if r.CreatedVersion <= since {
-			return false
-		}
-		if c.Device != "" {
-			return r.CreatedDevice != c.Device
-		}
-		// Without a device, records this user created are "updated"; every record
-		// a user reads is one they own, which they created.
-		return false
-	}
-	live := owner
+	isCreated := func(r *Row) bool { return createdRule(c, r, since, migTable) }
+	live := scope
 	if !whole {
 		live.After = since
 	}
-	writeRows := func(created bool) error {
-		first := true
-		return tx.Scan(t, cols, live, func(r *Row) error {
-			if !c.CreatedAsUpdated && isCreated(r) != created {
-				return nil
-			}
-			if !first {
-				enc.byte(',')
-			}
-			first = false
-			enc.record(r, cols)
-			return enc.err
-		})
-	}
-	enc.raw(`{"created":[`)
+	enc.openCreated()
 	if !c.CreatedAsUpdated {
-		if err := writeRows(true); err != nil {
+		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return isCreated(r) }); err != nil {
 			return err
 		}
 	}
-	enc.raw(`],"updated":[`)
+	enc.openUpdated()
 	if c.CreatedAsUpdated || !(since == 0 || migTable) {
-		if err := writeRows(false); err != nil {
+		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return c.CreatedAsUpdated || !isCreated(r) }); err != nil {
 			return err
 		}
 	}
 	if len(migCols) > 0 && !whole {
 		// Records the client already had, whose new columns hold something.
-		f := owner
+		f := scope
 		f.Through = since
 		f.NonDefault = migCols
-		first := enc.lastWas('[')
-		err := tx.Scan(t, cols, f, func(r *Row) error {
-			if first {
-				first = false
-			} else {
-				enc.byte(',')
-			}
-			enc.record(r, cols)
-			return enc.err
-		})
-		if err != nil {
+		if err := scanRecords(tx, t, cols, f, enc, nil); err != nil {
 			return err
 		}
 	}
-	enc.raw(`],"deleted":[`)
+	enc.openDeleted()
 	if since > 0 && !migTable && !replacement {
-		f := owner
+		f := scope
 		f.Deleted = true
 		f.After = since
-		first := true
-		err := tx.Scan(t, nil, f, func(r *Row) error {
-			if !first {
-				enc.byte(',')
-			}
-			first = false
-			enc.str(r.ID)
-			return enc.err
-		})
-		if err != nil {
+		if err := scanIDs(tx, t, f, enc, nil); err != nil {
 			return err
 		}
 	}
 	enc.raw(`]}`)
 	return nil
+}
+
+// createdRule applies SPEC §3 pull rule 4 to a live row changed after since: first
+// syncs and new tables get "created"; a row created at or before since is "updated";
+// a later one is "updated" when this device (without a device: this user) pushed its
+// creation, else "created".
+func createdRule(c Caller, r *Row, since int64, migTable bool) bool {
+	if since == 0 || migTable {
+		return true
+	}
+	if r.CreatedVersion <= since {
+		return false
+	}
+	return !ownCreation(c, r)
+}
+
+// ownCreation reports whether the caller pushed r's creation: its device when the
+// request names one, else its user.
+func ownCreation(c Caller, r *Row) bool {
+	if c.Device != "" {
+		return r.CreatedDevice == c.Device
+	}
+	return r.Owner == c.User
+}
+
+// scanRecords writes, comma-separated after whatever the current array holds, the
+// rows of t matching f for which keep (nil: every row) is true.
+func scanRecords(tx ReadTx, t *schema.Table, cols []schema.Column, f Filter, enc *encoder, keep func(*Row) bool) error {
+	first := enc.lastWas('[')
+	return tx.Scan(t, cols, f, func(r *Row) error {
+		if keep != nil && !keep(r) {
+			return nil
+		}
+		if !first {
+			enc.byte(',')
+		}
+		first = false
+		enc.record(r, cols)
+		return enc.err
+	})
+}
+
+// scanIDs writes the ids of the rows of t matching f (keep as for scanRecords).
+func scanIDs(tx ReadTx, t *schema.Table, f Filter, enc *encoder, keep func(*Row) bool) error {
+	first := enc.lastWas('[')
+	return tx.Scan(t, nil, f, func(r *Row) error {
+		if keep != nil && !keep(r) {
+			return nil
+		}
+		if !first {
+			enc.byte(',')
+		}
+		first = false
+		enc.id(r.ID)
+		return enc.err
+	})
 }

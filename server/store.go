@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"github.com/melonsync/melonsync/schema"
 )
@@ -51,6 +52,31 @@ type ReadTx interface {
 	// Scan calls fn for every row of t that matches f, with Values holding the
 	// columns cols in order. The Row passed to fn is reused between calls.
 	Scan(t *schema.Table, cols []schema.Column, f Filter, fn func(*Row) error) error
+	// Moves calls fn for every recorded change of group (or, in a members table, of
+	// group or user) of rows of t that matches f, ordered by row id then version.
+	Moves(t *schema.Table, f MoveFilter, fn func(Move) error) error
+}
+
+// MoveFilter selects moves (see ACCESS.md). Exactly one of IDs, FromGroups and User
+// is set.
+type MoveFilter struct {
+	// After keeps moves whose version is > After.
+	After int64
+	// IDs keeps moves of these rows.
+	IDs []string
+	// FromGroups keeps moves out of these groups.
+	FromGroups []string
+	// User keeps moves of membership rows from or to this user.
+	User string
+}
+
+// Move is one change of a group table row's group (and, for a membership row, user)
+// at Version.
+type Move struct {
+	ID                 string
+	Version            int64
+	FromGroup, ToGroup string
+	FromUser, ToUser   string
 }
 
 // WriteTx is one write transaction.
@@ -64,12 +90,35 @@ type WriteTx interface {
 	Version() (int64, error)
 	// Apply performs ops on t with this transaction's version.
 	Apply(t *schema.Table, ops []Op) error
+	// Memberships returns the groups of kind g that user is a member of as this
+	// transaction sees them, and keeps those membership rows from changing until it
+	// ends (PostgreSQL: FOR SHARE).
+	Memberships(g *schema.Group, user string) ([]string, error)
+	// Unclaimed takes a lock on founding group id of kind g (held to the end of the
+	// transaction, so founders of one id take turns) and reports whether no live row
+	// of any table of that kind belongs to the group.
+	Unclaimed(g *schema.Group, id string) (bool, error)
+	// Values returns, for the live rows of t with these ids, the values of cols in
+	// order (string, float64, bool or nil). Missing rows and tombstones are absent.
+	// Conflict policies call it after Lookup, on rows Lookup has seen.
+	Values(t *schema.Table, cols []schema.Column, ids []string) (map[string][]any, error)
 }
 
-// Filter selects rows for Scan.
+// Filter selects rows for Scan. Its scope is, in this order: every row (Any), the
+// rows of a members table naming User, the rows of a group table whose group is in
+// Groups, or the rows Owner owns.
 type Filter struct {
 	// Owner restricts rows to those this user owns.
 	Owner string
+	// Any lifts every scope restriction (public tables, look-ups by id).
+	Any bool
+	// User keeps the rows of a members table whose user column is User.
+	User string
+	// Groups keeps the rows of a group table whose group is one of these (none when
+	// Groups is empty but not nil).
+	Groups []string
+	// IDs, when not nil, keeps only rows with these ids.
+	IDs []string
 	// Deleted selects tombstones (whose Values are not read) instead of live rows.
 	Deleted bool
 	// After keeps rows whose version is > After (0: no lower bound).
@@ -90,6 +139,11 @@ type Row struct {
 	CreatedVersion int64
 	// CreatedDevice is the device that pushed the creation ("" when unknown).
 	CreatedDevice string
+	// Owner is the user who created the row.
+	Owner string
+	// Group is the row's group (group tables; tombstones included), User the user a
+	// membership row names (members tables).
+	Group, User string
 }
 
 // Meta is what a push needs to know about an existing row.
@@ -99,6 +153,8 @@ type Meta struct {
 	Deleted bool
 	// Device made the last change ("" when unknown).
 	Device string
+	// Group is the row's group (group tables), User the user a membership row names.
+	Group, User string
 }
 
 // OpKind says what an Op does.
@@ -126,4 +182,17 @@ type Op struct {
 	Owner string
 	// Device that makes the change ("" when unknown).
 	Device string
+	// Group tables: the row's group before (OldGroup; "" for a new row) and after the
+	// op; members tables: likewise the user the row names. Stores record a move when
+	// they differ on an existing row, and notify the groups and users involved.
+	OldGroup, Group string
+	OldUser, User   string
 }
+
+// ErrNoSecret is returned by the stores' LoadSecret when the store exists but keeps
+// no JWT secret yet (no server has started on it).
+var ErrNoSecret = errors.New("the store keeps no JWT secret yet (start melonsync serve on it once, or set MELONSYNC_JWT_SECRET)")
+
+// ErrNoStore is returned by the stores' LoadSecret when the database holds no
+// melonsync store (a wrong path, a wrong database or search_path).
+var ErrNoStore = errors.New("no melonsync store there (check --db, or start melonsync serve on it once)")

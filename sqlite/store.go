@@ -1,9 +1,9 @@
-// Package sqlite is melonsync's SQLite layer: the server's default store (one file,
-// no set-up) and the driver settings every SQLite file of ours uses.
+// Package sqlite is melonsync's default server store: a server.Store in one SQLite
+// file, with no set-up.
 //
-// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes
-// are serialized and versions are handed out in commit order; a small pool of
-// read-only connections, each pull reading one snapshot.
+// Rules (see DESIGN.md): WAL; one writer connection with BEGIN IMMEDIATE, so writes are serialized
+// and versions are handed out in commit order; a small pool of read-only
+// connections, each pull reading one snapshot.
 package sqlite
 
 import (
@@ -11,18 +11,17 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 var _ server.Store = (*Store)(nil)
@@ -33,44 +32,36 @@ type Store struct {
 	writer *sql.DB
 	reader *sql.DB
 
-	mu     sync.RWMutex
-	schema *schema.Schema
+	mu      sync.RWMutex
+	schema  *schema.Schema
+	changes server.SchemaChanges
 
 	// Now returns the current time; versions are milliseconds since the epoch,
 	// bumped to stay strictly increasing.
 	Now func() time.Time
 }
 
-// DSN returns the data source name of path with melonsync's settings: WAL, a busy
-// timeout, full fsync on commit and foreign keys on. txlock is "immediate" for the
-// writer connection and "deferred" for readers.
+// storeOptions are the SQLite settings of the server store (see DESIGN.md): eight readers
+// for concurrent pulls, a 10 s busy timeout (a second process, such as
+// "melonsync token", may hold the write lock briefly), full fsync on commit (an
+// acknowledged push survives power loss) and foreign keys on.
+var storeOptions = sqlitedb.Options{ReadConns: 8, BusyTimeout: 10 * time.Second, Synchronous: "FULL", ForeignKeys: true}
+
+// DSN returns the data source name with which a program's own connection opens the
+// store's file at path (database/sql driver "sqlite") with the store's settings: txlock
+// "immediate" for a connection that writes, anything else for a read-only one.
 func DSN(path, txlock string) string {
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "foreign_keys(ON)")
-	q.Set("_txlock", txlock)
-	return "file:" + path + "?" + q.Encode()
+	return sqlitedb.DSN(path, storeOptions, txlock == "immediate")
 }
 
 // Open opens (creating if needed) the store in the SQLite file at path and brings
 // our own tables up to date. Call Prepare with the schema before serving.
 func Open(path string) (*Store, error) {
-	w, err := sql.Open("sqlite", DSN(path, "immediate"))
+	db, err := sqlitedb.Open(path, storeOptions, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	r, err := sql.Open("sqlite", DSN(path, "deferred"))
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-	}
-	r.SetMaxOpenConns(8)
-	r.SetMaxIdleConns(8)
+	w, r := db.Writer, db.Reader
 	s := &Store{path: path, writer: w, reader: r, Now: time.Now}
 	if err := s.migrate(context.Background()); err != nil {
 		s.Close()
@@ -91,7 +82,16 @@ func (s *Store) migrate(ctx context.Context) error {
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('store_version', '1')`,
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('clock', '` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `')`,
 		`INSERT OR IGNORE INTO "__melon_meta" ("key", "value") VALUES ('purged_through', '0')`,
+		// Every change of a group table row's group (or a membership row's group or
+		// user), for access rules (server/ACCESS.md).
+		`CREATE TABLE IF NOT EXISTS "__melon_moves" ("tbl" TEXT NOT NULL, "id" TEXT NOT NULL, "version" INTEGER NOT NULL,
+			"from_grp" TEXT NOT NULL, "to_grp" TEXT NOT NULL, "from_usr" TEXT NOT NULL DEFAULT '', "to_usr" TEXT NOT NULL DEFAULT '',
+			PRIMARY KEY ("tbl", "id", "version"))`,
+		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_grp" ON "__melon_moves" ("tbl", "from_grp", "version")`,
+		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_usr" ON "__melon_moves" ("tbl", "from_usr", "version") WHERE "from_usr" <> ''`,
+		`CREATE INDEX IF NOT EXISTS "__melon_moves_to_usr" ON "__melon_moves" ("tbl", "to_usr", "version") WHERE "to_usr" <> ''`,
 	}
+	stmts = append(stmts, adminTables...)
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
@@ -124,72 +124,6 @@ func sqlType(t schema.Type) string {
 	default:
 		return "INTEGER"
 	}
-}
-
-// Prepare creates the tables of sch and adds columns that are missing. Our own columns
-// start with "__", which no schema name may.
-func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	defer tx.Rollback()
-	for _, t := range sch.Tables {
-		q := quote(t.Name)
-		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+q+` (
-			"id" TEXT PRIMARY KEY NOT NULL,
-			"__owner" TEXT NOT NULL,
-			"__version" INTEGER NOT NULL,
-			"__created_version" INTEGER NOT NULL,
-			"__created_device" TEXT NOT NULL DEFAULT '',
-			"__device" TEXT NOT NULL DEFAULT '',
-			"__deleted" INTEGER NOT NULL DEFAULT 0)`)
-		if err != nil {
-			return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
-		}
-		have := map[string]bool{}
-		rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, t.Name)
-		if err != nil {
-			return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
-		}
-		for rows.Next() {
-			var n string
-			if err := rows.Scan(&n); err != nil {
-				rows.Close()
-				return err
-			}
-			have[n] = true
-		}
-		rows.Close()
-		for _, c := range t.Columns {
-			if have[c.Name] {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `ALTER TABLE `+q+` ADD COLUMN `+quote(c.Name)+` `+sqlType(c.Type)); err != nil {
-				return fmt.Errorf("sqlite: prepare %s.%s: %w", t.Name, c.Name, err)
-			}
-		}
-		idx := []string{
-			`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`,
-		}
-		for _, c := range t.Columns {
-			if c.IsIndexed {
-				idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)
-			}
-		}
-		for _, stmt := range idx {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
-			}
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	s.mu.Lock()
-	s.schema = sch
-	s.mu.Unlock()
-	return nil
 }
 
 // Secret returns the JWT secret kept in the file, generating it on first use.
@@ -235,12 +169,22 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 		return fmt.Errorf("sqlite: begin write: %w", err)
 	}
 	defer tx.Rollback()
-	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx}, now: s.Now}
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx}, store: s, now: s.Now}
 	defer wt.close()
 	if err := fn(wt); err != nil {
 		return err
 	}
+	if wt.version != 0 {
+		// The marker that tells this transaction's rows to the triggers (triggers.go)
+		// is never committed.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM "__melon_meta" WHERE "key" = 'writing'`); err != nil {
+			return fmt.Errorf("sqlite: commit: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
+		if isRefusal(err) {
+			return refusedAtCommit(err)
+		}
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
@@ -277,7 +221,19 @@ func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error
 		k, _ := res.RowsAffected()
 		n += k
 	}
-	if n == 0 {
+	// Moves as old as the purged tombstones go too: a pull from before them gets a
+	// replacement answer, like one from before a purged deletion.
+	var top sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT max("version") FROM "__melon_moves" WHERE "version" <= ?`, before).Scan(&top); err != nil {
+		return 0, fmt.Errorf("sqlite: purge moves: %w", err)
+	}
+	if top.Valid {
+		newest = max(newest, top.Int64)
+		if _, err := tx.ExecContext(ctx, `DELETE FROM "__melon_moves" WHERE "version" <= ?`, before); err != nil {
+			return 0, fmt.Errorf("sqlite: purge moves: %w", err)
+		}
+	}
+	if newest == 0 {
 		return 0, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE "__melon_meta" SET "value" = CAST(max(CAST("value" AS INTEGER), ?) AS TEXT) WHERE "key" = 'purged_through'`, newest); err != nil {
@@ -325,17 +281,68 @@ func defaultCond(c schema.Column) string {
 	}
 }
 
+// groupExpr is the SQL of a group table's group value ("" when t has none).
+func groupExpr(t *schema.Table) string {
+	switch {
+	case t.Rule.Kind != schema.GroupRule:
+		return `''`
+	case t.Rule.By == "id":
+		return `"id"`
+	}
+	return `coalesce(` + quote(t.Rule.By) + `, '')`
+}
+
+// userExpr is the SQL of the user a membership row names ("" outside members tables).
+func userExpr(t *schema.Table) string {
+	if g := t.Rule.MembersOf; g != nil {
+		return `coalesce(` + quote(g.UserCol) + `, '')`
+	}
+	return `''`
+}
+
+// jsonList encodes a list of strings as one JSON array parameter, read back with
+// json_each: any number of values in one statement.
+func jsonList(list []string) string {
+	b, _ := json.Marshal(list)
+	return string(b)
+}
+
+// scope returns the scope condition of f on t and its arguments.
+func scope(t *schema.Table, f server.Filter) (string, []any) {
+	switch {
+	case f.Any:
+		return `1`, nil
+	case f.User != "" && t.Rule.MembersOf != nil:
+		return quote(t.Rule.MembersOf.UserCol) + ` = ?`, []any{f.User}
+	case f.Groups != nil && t.Rule.Kind == schema.GroupRule:
+		col := quote(t.Rule.By)
+		if t.Rule.By == "id" {
+			col = `"id"`
+		}
+		return col + ` IN (SELECT "value" FROM json_each(?))`, []any{jsonList(f.Groups)}
+	}
+	return `"__owner" = ?`, []any{f.Owner}
+}
+
 func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
+	if (f.Groups != nil && len(f.Groups) == 0 && !f.Any && f.User == "") || (f.IDs != nil && len(f.IDs) == 0) {
+		return nil
+	}
 	var b strings.Builder
-	b.WriteString(`SELECT "id", "__version", "__created_version", "__created_device"`)
+	b.WriteString(`SELECT "id", "__version", "__created_version", "__created_device", "__owner", ` + groupExpr(t) + `, ` + userExpr(t))
 	if !f.Deleted {
 		for _, c := range cols {
 			b.WriteString(", ")
 			b.WriteString(quote(c.Name))
 		}
 	}
-	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE "__owner" = ? AND "__deleted" = ?`)
-	args := []any{f.Owner, boolInt(f.Deleted)}
+	cond, args := scope(t, f)
+	b.WriteString(` FROM ` + quote(t.Name) + ` WHERE ` + cond + ` AND "__deleted" = ?`)
+	args = append(args, sqlitedb.Bind(f.Deleted))
+	if f.IDs != nil {
+		b.WriteString(` AND "id" IN (SELECT "value" FROM json_each(?))`)
+		args = append(args, jsonList(f.IDs))
+	}
 	if f.After > 0 {
 		b.WriteString(` AND "__version" > ?`)
 		args = append(args, f.After)
@@ -356,7 +363,8 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
 	}
 	defer rows.Close()
-	n := 4
+	const meta = 7
+	n := meta
 	if !f.Deleted {
 		n += len(cols)
 	}
@@ -370,13 +378,16 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		if err := rows.Scan(ptrs...); err != nil {
 			return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
 		}
-		row.ID = asString(raw[0])
-		row.Version = asInt(raw[1])
-		row.CreatedVersion = asInt(raw[2])
-		row.CreatedDevice = asString(raw[3])
+		row.ID = sqlitedb.Text(raw[0])
+		row.Version = sqlitedb.Int(raw[1])
+		row.CreatedVersion = sqlitedb.Int(raw[2])
+		row.CreatedDevice = sqlitedb.Text(raw[3])
+		row.Owner = sqlitedb.Text(raw[4])
+		row.Group = sqlitedb.Text(raw[5])
+		row.User = sqlitedb.Text(raw[6])
 		if !f.Deleted {
 			for i, c := range cols {
-				row.Values[i] = fromSQL(c.Type, raw[4+i])
+				row.Values[i] = sqlitedb.Value(c.Type, raw[meta+i])
 			}
 		}
 		if err := fn(row); err != nil {
@@ -389,33 +400,50 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 	return nil
 }
 
+func (r *readTx) Moves(t *schema.Table, f server.MoveFilter, fn func(server.Move) error) error {
+	q := `SELECT "id", "version", "from_grp", "to_grp", "from_usr", "to_usr" FROM "__melon_moves" WHERE "tbl" = ? AND "version" > ?`
+	args := []any{t.Name, f.After}
+	switch {
+	case f.IDs != nil:
+		q += ` AND "id" IN (SELECT "value" FROM json_each(?))`
+		args = append(args, jsonList(f.IDs))
+	case f.FromGroups != nil:
+		q += ` AND "from_grp" IN (SELECT "value" FROM json_each(?))`
+		args = append(args, jsonList(f.FromGroups))
+	case f.User != "":
+		q = `SELECT * FROM (` + q + ` AND "from_usr" = ? UNION ` + q + ` AND "to_usr" = ?)`
+		args = append(args, f.User, t.Name, f.After, f.User)
+	default:
+		return errors.New("sqlite: moves: no filter")
+	}
+	rows, err := r.tx.QueryContext(r.ctx, q+` ORDER BY "id", "version"`, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: moves %s: %w", t.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m server.Move
+		if err := rows.Scan(&m.ID, &m.Version, &m.FromGroup, &m.ToGroup, &m.FromUser, &m.ToUser); err != nil {
+			return fmt.Errorf("sqlite: moves %s: %w", t.Name, err)
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 type writeTx struct {
 	readTx
+	store   *Store
 	now     func() time.Time
 	version int64
-	stmts   map[string]*sql.Stmt
+	stmts   sqlitedb.Stmts
 }
 
-func (w *writeTx) close() {
-	for _, st := range w.stmts {
-		st.Close()
-	}
-}
+func (w *writeTx) close() { w.stmts.Close() }
 
-func (w *writeTx) stmt(q string) (*sql.Stmt, error) {
-	if st, ok := w.stmts[q]; ok {
-		return st, nil
-	}
-	st, err := w.tx.PrepareContext(w.ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	if w.stmts == nil {
-		w.stmts = map[string]*sql.Stmt{}
-	}
-	w.stmts[q] = st
-	return st, nil
-}
+func (w *writeTx) stmt(q string) (*sql.Stmt, error) { return w.stmts.Get(w.ctx, w.tx, q) }
 
 func (w *writeTx) Version() (int64, error) {
 	if w.version != 0 {
@@ -432,6 +460,11 @@ func (w *writeTx) Version() (int64, error) {
 	if _, err := w.tx.ExecContext(w.ctx, `UPDATE "__melon_meta" SET "value" = ? WHERE "key" = 'clock'`, strconv.FormatInt(v, 10)); err != nil {
 		return 0, fmt.Errorf("sqlite: clock: %w", err)
 	}
+	// Rows with this version are melonsync's own writes: the triggers leave them
+	// alone, and stamp side effects (the app's triggers, cascades) with it.
+	if _, err := w.tx.ExecContext(w.ctx, `INSERT OR REPLACE INTO "__melon_meta" ("key", "value") VALUES ('writing', ?)`, strconv.FormatInt(v, 10)); err != nil {
+		return 0, fmt.Errorf("sqlite: clock: %w", err)
+	}
 	w.version = v
 	w.clock = v
 	return v, nil
@@ -444,7 +477,7 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 	for start := 0; start < len(ids); start += lookupChunk {
 		end := min(start+lookupChunk, len(ids))
 		chunk := ids[start:end]
-		q := `SELECT "id", "__owner", "__version", "__deleted", "__device" FROM ` + quote(t.Name) +
+		q := `SELECT "id", "__owner", "__version", "__deleted", "__device", ` + groupExpr(t) + `, ` + userExpr(t) + ` FROM ` + quote(t.Name) +
 			` WHERE "id" IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
 		args := make([]any, len(chunk))
 		for i, id := range chunk {
@@ -458,7 +491,7 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 			var id, owner, device string
 			var m server.Meta
 			var deleted int64
-			if err := rows.Scan(&id, &owner, &m.Version, &deleted, &device); err != nil {
+			if err := rows.Scan(&id, &owner, &m.Version, &deleted, &device, &m.Group, &m.User); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("sqlite: lookup %s: %w", t.Name, err)
 			}
@@ -489,9 +522,14 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 		`) VALUES (?, ?, ?, ?, ?, ?, 0` + marks.String() + `) ON CONFLICT ("id") DO UPDATE SET "__owner" = excluded."__owner", "__version" = excluded."__version", "__created_version" = excluded."__created_version", "__created_device" = excluded."__created_device", "__device" = excluded."__device", "__deleted" = 0` + sets.String()
 	var nulls strings.Builder
 	for _, c := range t.Columns {
+		// A tombstone keeps its group and user: pulls tell the members it is gone.
+		if c.Name == t.Rule.By || (t.Rule.MembersOf != nil && c.Name == t.Rule.MembersOf.UserCol) {
+			continue
+		}
 		nulls.WriteString(", " + quote(c.Name) + " = NULL")
 	}
 	deleteSQL := `UPDATE ` + q + ` SET "__deleted" = 1, "__version" = ?, "__device" = ?` + nulls.String() + ` WHERE "id" = ?`
+	var refused *server.RefusedError
 	for _, op := range ops {
 		var err error
 		switch op.Kind {
@@ -502,8 +540,8 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			}
 			args := make([]any, 0, 6+len(t.Columns))
 			args = append(args, op.ID, op.Owner, v, v, op.Device, op.Device)
-			for i, c := range t.Columns {
-				args = append(args, toSQL(c.Type, op.Values[i]))
+			for i := range t.Columns {
+				args = append(args, sqlitedb.Bind(op.Values[i]))
 			}
 			_, err = st.ExecContext(w.ctx, args...)
 		case server.OpUpdate:
@@ -513,7 +551,7 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			for i, c := range t.Columns {
 				if op.Set[i] {
 					b.WriteString(", " + quote(c.Name) + " = ?")
-					args = append(args, toSQL(c.Type, op.Values[i]))
+					args = append(args, sqlitedb.Bind(op.Values[i]))
 				}
 			}
 			b.WriteString(` WHERE "id" = ?`)
@@ -522,7 +560,9 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			if e != nil {
 				return fmt.Errorf("sqlite: update %s: %w", t.Name, e)
 			}
-			_, err = st.ExecContext(w.ctx, args...)
+			if _, err = st.ExecContext(w.ctx, args...); err == nil {
+				err = w.move(t, v, op)
+			}
 		case server.OpDelete:
 			st, e := w.stmt(deleteSQL)
 			if e != nil {
@@ -530,77 +570,73 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 			}
 			_, err = st.ExecContext(w.ctx, v, op.Device, op.ID)
 		}
+		if err != nil && isRefusal(err) {
+			// SQLite undid this statement only: go on, and report every refused record.
+			if refused == nil {
+				refused = &server.RefusedError{Table: t.Name, Reasons: map[string]string{}}
+			}
+			refused.Reasons[op.ID] = refusalReason(err)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("sqlite: apply %s: %w", t.Name, err)
 		}
 	}
+	if refused != nil {
+		return refused
+	}
 	return nil
 }
 
-func boolInt(b bool) int64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-func toSQL(t schema.Type, v any) any {
-	if b, ok := v.(bool); ok {
-		return boolInt(b)
-	}
-	return v
-}
-
-func fromSQL(t schema.Type, v any) any {
-	if v == nil {
+// move records a change of a row's group or membership user.
+func (w *writeTx) move(t *schema.Table, v int64, op server.Op) error {
+	if t.Rule.Kind != schema.GroupRule || (op.OldGroup == op.Group && op.OldUser == op.User) {
 		return nil
 	}
-	switch t {
-	case schema.Boolean:
-		switch x := v.(type) {
-		case int64:
-			return x != 0
-		case float64:
-			return x != 0
-		case bool:
-			return x
+	st, err := w.stmt(`INSERT INTO "__melon_moves" ("tbl", "id", "version", "from_grp", "to_grp", "from_usr", "to_usr") VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT ("tbl", "id", "version") DO UPDATE SET "to_grp" = excluded."to_grp", "to_usr" = excluded."to_usr"`)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(w.ctx, t.Name, op.ID, v, op.OldGroup, op.Group, op.OldUser, op.User)
+	return err
+}
+
+// Memberships returns the groups of kind g that user is a member of. (The writer
+// connection serializes writes: nothing changes them until the transaction ends.)
+func (w *writeTx) Memberships(g *schema.Group, user string) ([]string, error) {
+	var out []string
+	err := w.Scan(g.Members, nil, server.Filter{User: user}, func(r *server.Row) error {
+		if r.Group != "" {
+			out = append(out, r.Group)
 		}
 		return nil
-	case schema.Number:
-		switch x := v.(type) {
-		case float64:
-			return x
-		case int64:
-			return float64(x)
-		}
-		return nil
-	default:
-		switch x := v.(type) {
-		case string:
-			return x
-		case []byte:
-			return string(x)
-		}
-		return nil
-	}
+	})
+	return out, err
 }
 
-func asString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case []byte:
-		return string(x)
+// Unclaimed reports whether no live row of any table of kind g belongs to group id.
+func (w *writeTx) Unclaimed(g *schema.Group, id string) (bool, error) {
+	w.store.mu.RLock()
+	sch := w.store.schema
+	w.store.mu.RUnlock()
+	for _, t := range sch.Tables {
+		if t.Rule.Group != g {
+			continue
+		}
+		found := false
+		err := w.Scan(t, nil, server.Filter{Groups: []string{id}}, func(*server.Row) error {
+			found = true
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return false, err
+		}
+		if found {
+			return false, nil
+		}
 	}
-	return ""
+	return true, nil
 }
 
-func asInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case float64:
-		return int64(x)
-	}
-	return 0
-}
+var errStop = errors.New("stop")

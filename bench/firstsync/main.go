@@ -29,6 +29,7 @@ import (
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 	_ "modernc.org/sqlite"
 )
 
@@ -117,7 +118,7 @@ func firstSync(dir, name string, srv *benchServer, turbo bool) (*client.DB, meas
 	if err != nil {
 		return nil, measure.Result{}, err
 	}
-	hc, err := mhttp.NewClient(srv.url, mhttp.StaticToken(srv.token), "bench-"+name)
+	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+name)
 	if err != nil {
 		return nil, measure.Result{}, err
 	}
@@ -203,7 +204,7 @@ func run(dir string, n, small, large int, skipJS bool) error {
 	}
 
 	// An incremental sync: another device changes 10 records.
-	hc, _ := mhttp.NewClient(srv.url, mhttp.StaticToken(srv.token), "other-device")
+	hc, _ := transport.NewClient(srv.url, transport.StaticToken(srv.token), "other-device")
 	pull, err := hc.Pull(context.Background(), client.PullArgs{})
 	if err != nil {
 		return err
@@ -218,7 +219,7 @@ func run(dir string, n, small, large int, skipJS bool) error {
 	if _, err := hc.Push(context.Background(), melonsync.PushRequest{LastPulledAt: pull.Timestamp, Changes: melonsync.Changes{"tasks": {Updated: upd}}}); err != nil {
 		return err
 	}
-	hcA, _ := mhttp.NewClient(srv.url, mhttp.StaticToken(srv.token), "bench-normal.db")
+	hcA, _ := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-normal.db")
 	logA := &client.SyncLog{}
 	opts := hcA.Options()
 	opts.Log = logA

@@ -25,6 +25,7 @@ import (
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/bench/internal/measure"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/sqlitedb"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
@@ -143,7 +144,7 @@ func run(dir string, n, pushN int) error {
 	line("pull, first sync (HTTP, gzip)", d, total, size, heap)
 
 	// Baseline: the same rows with plain SQL, into maps, encoding/json.
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "server.db"), "deferred"))
+	db, err := sql.Open("sqlite", sqlitedb.DSN(filepath.Join(dir, "server.db"), sqlitedb.Options{}, false))
 	if err != nil {
 		return err
 	}

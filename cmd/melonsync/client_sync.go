@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/melonsync/melonsync/client"
-	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/transport"
 )
 
 // remoteFlags are the flags of the commands that talk to a server.
@@ -36,7 +36,7 @@ func (c *clientCmd) remote(fs interface {
 }
 
 // connect returns the HTTP transport for db and the progress display.
-func (c *clientCmd) connect(db *client.DB, r *remoteFlags) (*mhttp.Client, *progressBar, error) {
+func (c *clientCmd) connect(db *client.DB, r *remoteFlags) (*transport.Client, *progressBar, error) {
 	if r.url == "" {
 		return nil, nil, errors.New("--url is required (or set MELONSYNC_URL)")
 	}
@@ -66,7 +66,7 @@ func (c *clientCmd) connect(db *client.DB, r *remoteFlags) (*mhttp.Client, *prog
 		return nil, nil, fmt.Errorf("--progress must be auto, on or off, not %q", r.progress)
 	}
 	bar := &progressBar{w: c.stderr, enabled: show}
-	hc, err := mhttp.NewClient(r.url, mhttp.StaticToken(r.token), device, mhttp.WithDownloadProgress(bar.setBytes), mhttp.WithUserAgent("melonsync-cli"))
+	hc, err := transport.NewClient(r.url, transport.StaticToken(r.token), device, transport.WithDownloadProgress(bar.setBytes), transport.WithUserAgent("melonsync-cli"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -74,7 +74,7 @@ func (c *clientCmd) connect(db *client.DB, r *remoteFlags) (*mhttp.Client, *prog
 }
 
 // syncOptions returns the options of one CLI sync.
-func syncOptions(ctx context.Context, db *client.DB, hc *mhttp.Client, bar *progressBar) client.SyncOptions {
+func syncOptions(ctx context.Context, db *client.DB, hc *transport.Client, bar *progressBar) client.SyncOptions {
 	opts := hc.Options()
 	opts.MigrationsEnabledAtVersion = migrationsEnabledAt(db.Schema())
 	opts.OnProgress = bar.setProgress

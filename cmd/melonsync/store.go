@@ -13,17 +13,27 @@ import (
 
 // openStore opens the store named by --db: a postgres:// or postgresql:// URL, or a
 // SQLite file path (the default).
-func openStore(db string) (server.Store, error) {
-	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+// readConns sizes PostgreSQL's pool of pulls (0: its default).
+func openStore(db string, readConns int) (server.Store, error) {
+	if isPostgres(db) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		s, err := postgres.Open(ctx, db)
+		var opts []postgres.Option
+		if readConns > 0 {
+			opts = append(opts, postgres.WithReadConns(int32(readConns)))
+		}
+		s, err := postgres.Open(ctx, db, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("--db %s: %w", redact(db), err)
 		}
 		return s, nil
 	}
 	return sqlite.Open(db)
+}
+
+// isPostgres tells a PostgreSQL URL from a SQLite path.
+func isPostgres(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
 }
 
 // redact hides a password in a database URL.

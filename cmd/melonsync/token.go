@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/postgres"
+	"github.com/melonsync/melonsync/sqlite"
 )
 
 // runToken prints a bearer token for a user, signed with the server's secret
@@ -16,7 +18,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	setUsage(fs, "melonsync token --user ID [flags]",
-		"Prints a development bearer token for user ID, signed with the server's secret\n($MELONSYNC_JWT_SECRET, or the one kept in the store named by --db).")
+		"Prints a development bearer token for user ID, signed with the server's secret\n($MELONSYNC_JWT_SECRET, or the one kept in the store named by --db). It never\ncreates a store or a secret: start melonsync serve on the store once first.")
 	user := fs.String("user", "", "user id (the token's sub claim); required")
 	db := fs.String("db", "./melonsync.db", "the server's store: a SQLite file path or a postgres:// URL")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
@@ -46,15 +48,22 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// loadSecret returns MELONSYNC_JWT_SECRET or the secret kept in the store.
+// loadSecret returns MELONSYNC_JWT_SECRET or the secret kept in the store named by
+// db. It never creates a store or a secret: a token signed with a secret the server
+// does not use would be refused (401).
 func loadSecret(ctx context.Context, db string) ([]byte, error) {
 	if s := getenv("MELONSYNC_JWT_SECRET"); s != "" {
 		return []byte(s), nil
 	}
-	store, err := openStore(db)
-	if err != nil {
-		return nil, err
+	var secret []byte
+	var err error
+	if isPostgres(db) {
+		secret, err = postgres.LoadSecret(ctx, db)
+	} else {
+		secret, err = sqlite.LoadSecret(ctx, db)
 	}
-	defer store.Close()
-	return store.Secret(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("--db %s: %w", redact(db), err)
+	}
+	return secret, nil
 }

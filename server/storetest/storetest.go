@@ -49,6 +49,8 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 		{"Timestamps", testTimestamps},
 		{"SecretIsStable", testSecret},
 		{"ConcurrentPushPull", testConcurrent},
+		{"SchemaVersionAhead", testSchemaAhead},
+		{"PushAboveClock", testPushAboveClock},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +58,13 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 			tc.fn(t, h)
 		})
 	}
+	for _, tc := range accessTests {
+		t.Run("Access/"+tc.name, func(t *testing.T) {
+			h := NewHarnessWith(t, newStore(t), TeamsSchema(t))
+			tc.fn(t, h)
+		})
+	}
+	runPolicies(t, newStore)
 }
 
 // Harness drives a Service in tests.

@@ -1,4 +1,4 @@
-package http_test
+package transport_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
 
 // Two Go clients of one user sync through a melonsync server: the second one follows
@@ -45,13 +46,13 @@ func Example() {
 	token, _ := auth.Mint("alice", time.Hour)
 
 	// A client: a local database and the HTTP transport.
-	open := func(name string) (*client.DB, *mhttp.Client) {
+	open := func(name string) (*client.DB, *transport.Client) {
 		db, err := client.Open(filepath.Join(dir, name), s)
 		if err != nil {
 			log.Fatal(err)
 		}
 		device, _ := client.DeviceID(ctx, db) // a stable id kept in the database
-		remote, err := mhttp.NewClient(srv.URL, mhttp.StaticToken(token), device)
+		remote, err := transport.NewClient(srv.URL, transport.StaticToken(token), device)
 		if err != nil {
 			log.Fatal(err)
 		}

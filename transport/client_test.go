@@ -1,4 +1,4 @@
-package http_test
+package transport_test
 
 // Tests of the client transport. Helper names start with "ct".
 
@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,29 +22,15 @@ import (
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
-	"github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/server/storetest"
-	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/internal/testutil"
+	"github.com/melonsync/melonsync/transport"
 )
 
 // ctServer runs the real server (SQLite store, todo schema) on 127.0.0.1.
 func ctServer(t *testing.T) (url string, auth *mhttp.Auth) {
 	t.Helper()
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "server.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sch := storetest.TodoSchema(t)
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		t.Fatal(err)
-	}
-	auth, err = mhttp.NewAuth([]byte("client-test-secret-0123456789"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth}))
-	t.Cleanup(func() { srv.Close(); store.Close() })
-	return srv.URL, auth
+	srv := testutil.NewStoreServer(t, testutil.SQLiteStore(t, t.TempDir()), testutil.TodoSchema(t), mhttp.Options{})
+	return srv.URL, srv.Auth
 }
 
 func ctToken(t *testing.T, auth *mhttp.Auth, user string) string {
@@ -57,9 +42,9 @@ func ctToken(t *testing.T, auth *mhttp.Auth, user string) string {
 	return tok
 }
 
-func ctClient(t *testing.T, url string, tokens mhttp.TokenSource, device string, opts ...mhttp.ClientOption) *mhttp.Client {
+func ctClient(t *testing.T, url string, tokens transport.TokenSource, device string, opts ...transport.ClientOption) *transport.Client {
 	t.Helper()
-	c, err := mhttp.NewClient(url, tokens, device, opts...)
+	c, err := transport.NewClient(url, tokens, device, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +53,7 @@ func ctClient(t *testing.T, url string, tokens mhttp.TokenSource, device string,
 
 func TestClientPushPullAgainstServer(t *testing.T) {
 	url, auth := ctServer(t)
-	c := ctClient(t, url, mhttp.StaticToken(ctToken(t, auth, "alice")), "dev-a")
+	c := ctClient(t, url, transport.StaticToken(ctToken(t, auth, "alice")), "dev-a")
 	ctx := context.Background()
 	first, err := c.Pull(ctx, client.PullArgs{SchemaVersion: 3})
 	if err != nil {
@@ -87,7 +72,7 @@ func TestClientPushPullAgainstServer(t *testing.T) {
 		t.Fatalf("push answer %+v", resp)
 	}
 	// Another device of the same user sees it as created.
-	other := ctClient(t, url, mhttp.StaticToken(ctToken(t, auth, "alice")), "dev-b")
+	other := ctClient(t, url, transport.StaticToken(ctToken(t, auth, "alice")), "dev-b")
 	got, err := other.Pull(ctx, client.PullArgs{LastPulledAt: &first.Timestamp, SchemaVersion: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +115,7 @@ func TestClientPushPullAgainstServer(t *testing.T) {
 func TestClientAuthErrorsAgainstServer(t *testing.T) {
 	url, auth := ctServer(t)
 	ctx := context.Background()
-	_, err := ctClient(t, url, mhttp.StaticToken("not-a-token"), "").Pull(ctx, client.PullArgs{})
+	_, err := ctClient(t, url, transport.StaticToken("not-a-token"), "").Pull(ctx, client.PullArgs{})
 	if !errors.Is(err, client.ErrAuth) || client.ErrorCode(err) != "SYNC_ERROR_AUTH" {
 		t.Fatalf("bad token: %v", err)
 	}
@@ -141,7 +126,7 @@ func TestClientAuthErrorsAgainstServer(t *testing.T) {
 	// A refreshing source gets asked again once and the request is retried.
 	var asked []bool
 	good := ctToken(t, auth, "bob")
-	src := mhttp.TokenFunc(func(_ context.Context, refresh bool) (string, error) {
+	src := transport.TokenFunc(func(_ context.Context, refresh bool) (string, error) {
 		asked = append(asked, refresh)
 		if refresh {
 			return good, nil
@@ -202,7 +187,7 @@ func TestClientMapsErrorAnswers(t *testing.T) {
 			w.WriteHeader(tc.status)
 			io.WriteString(w, tc.body)
 		})
-		c := ctClient(t, url, mhttp.StaticToken("tok"), "dev")
+		c := ctClient(t, url, transport.StaticToken("tok"), "dev")
 		for _, op := range []string{"pull", "push"} {
 			var err error
 			if op == "pull" {
@@ -281,7 +266,7 @@ func TestClientNetworkFailures(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	_, err = ctClient(t, slow, nil, "", mhttp.WithTimeout(100*time.Millisecond)).Push(ctx, melonsync.PushRequest{})
+	_, err = ctClient(t, slow, nil, "", transport.WithTimeout(100*time.Millisecond)).Push(ctx, melonsync.PushRequest{})
 	if !errors.Is(err, client.ErrNetwork) || !strings.Contains(err.Error(), "no answer within") || time.Since(start) > 2*time.Second {
 		t.Errorf("timeout: %v after %v", err, time.Since(start))
 	}
@@ -295,7 +280,7 @@ func TestClientNetworkFailures(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	_, err = ctClient(t, stall, nil, "", mhttp.WithIdleTimeout(100*time.Millisecond)).Pull(ctx, client.PullArgs{})
+	_, err = ctClient(t, stall, nil, "", transport.WithIdleTimeout(100*time.Millisecond)).Pull(ctx, client.PullArgs{})
 	if !errors.Is(err, client.ErrNetwork) {
 		t.Errorf("stalled answer: %v", err)
 	}
@@ -326,7 +311,7 @@ func TestClientHeadersAndGzip(t *testing.T) {
 		io.WriteString(w, answer)
 	})
 	var bytesSeen atomic.Int64
-	c := ctClient(t, url+"/", mhttp.StaticToken("tok"), "dev-1", mhttp.WithGzipThreshold(100), mhttp.WithDownloadProgress(func(n int64) { bytesSeen.Store(n) }))
+	c := ctClient(t, url+"/", transport.StaticToken("tok"), "dev-1", transport.WithGzipThreshold(100), transport.WithDownloadProgress(func(n int64) { bytesSeen.Store(n) }))
 	ctx := context.Background()
 	lpa := int64(7)
 	for _, gz := range []bool{false, true} {
@@ -388,7 +373,7 @@ func TestClientHeadersAndGzip(t *testing.T) {
 
 func TestNewClientChecksURL(t *testing.T) {
 	for _, u := range []string{"", "localhost:8080", "ftp://x", "http://"} {
-		if _, err := mhttp.NewClient(u, nil, ""); err == nil {
+		if _, err := transport.NewClient(u, nil, ""); err == nil {
 			t.Errorf("%q accepted", u)
 		}
 	}

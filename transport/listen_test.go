@@ -1,4 +1,4 @@
-package http_test
+package transport_test
 
 import (
 	"context"
@@ -10,16 +10,16 @@ import (
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
-	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/transport"
 )
 
 // TestClientListen follows the event stream: a timestamp on connect, one after a
 // push of the same user, none for another user's push; cancelling returns nil.
 func TestClientListen(t *testing.T) {
 	url, auth := ctServer(t)
-	alice := ctClient(t, url, mhttp.StaticToken(ctToken(t, auth, "alice")), "phone")
-	pusher := ctClient(t, url, mhttp.StaticToken(ctToken(t, auth, "alice")), "laptop")
-	bob := ctClient(t, url, mhttp.StaticToken(ctToken(t, auth, "bob")), "bob")
+	alice := ctClient(t, url, transport.StaticToken(ctToken(t, auth, "alice")), "phone")
+	pusher := ctClient(t, url, transport.StaticToken(ctToken(t, auth, "alice")), "laptop")
+	bob := ctClient(t, url, transport.StaticToken(ctToken(t, auth, "bob")), "bob")
 
 	got := make(chan int64, 16)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,7 +42,7 @@ func TestClientListen(t *testing.T) {
 		t.Fatalf("ready timestamp %d", ready)
 	}
 
-	push := func(c *mhttp.Client, id string) int64 {
+	push := func(c *transport.Client, id string) int64 {
 		t.Helper()
 		res, err := c.Push(context.Background(), melonsync.PushRequest{LastPulledAt: ready, Changes: melonsync.Changes{
 			"tasks": {Created: []melonsync.RawRecord{{"id": id, "name": id}}},
@@ -79,7 +79,7 @@ func TestClientListenErrors(t *testing.T) {
 	defer cancel()
 	never := func(int64) { t.Error("changed called") }
 
-	err := ctClient(t, url, mhttp.StaticToken("not-a-token"), "").Listen(ctx, never)
+	err := ctClient(t, url, transport.StaticToken("not-a-token"), "").Listen(ctx, never)
 	if !errors.Is(err, client.ErrAuth) {
 		t.Errorf("bad token: %v", err)
 	}
@@ -93,16 +93,16 @@ func TestClientListenErrors(t *testing.T) {
 		http.NotFound(w, r)
 	}))
 	defer plain.Close()
-	if err := ctClient(t, plain.URL, mhttp.StaticToken("x"), "").Listen(ctx, never); !errors.Is(err, client.ErrServer) {
+	if err := ctClient(t, plain.URL, transport.StaticToken("x"), "").Listen(ctx, never); !errors.Is(err, client.ErrServer) {
 		t.Errorf("404: %v", err)
 	}
-	if err := ctClient(t, plain.URL, mhttp.StaticToken("html"), "").Listen(ctx, never); !errors.Is(err, client.ErrServer) {
+	if err := ctClient(t, plain.URL, transport.StaticToken("html"), "").Listen(ctx, never); !errors.Is(err, client.ErrServer) {
 		t.Errorf("not an event stream: %v", err)
 	}
 	dead := httptest.NewServer(http.NotFoundHandler())
 	deadURL := dead.URL
 	dead.Close()
-	if err := ctClient(t, deadURL, mhttp.StaticToken("x"), "").Listen(ctx, never); !errors.Is(err, client.ErrNetwork) {
+	if err := ctClient(t, deadURL, transport.StaticToken("x"), "").Listen(ctx, never); !errors.Is(err, client.ErrNetwork) {
 		t.Errorf("no server: %v", err)
 	}
 }

@@ -1,4 +1,7 @@
-package http
+// Package transport is the Go client's HTTP transport: Pull, Push and Listen over
+// melonsync's HTTP protocol for package client's Synchronize and scheduler, and the
+// mapping of HTTP answers to client.SyncError kinds. It links no server code.
+package transport
 
 import (
 	"bytes"
@@ -293,9 +296,9 @@ func (c *Client) errorAnswer(ctx context.Context, op string, status int, body io
 		Error *melonsync.Error `json:"error"`
 	}
 	if json.Unmarshal(data, &env) == nil && env.Error != nil && env.Error.Code != "" {
-		return client.ErrorFromServer(op, status, env.Error)
+		return ErrorFromServer(op, status, env.Error)
 	}
-	se := client.ErrorFromServer(op, status, nil)
+	se := ErrorFromServer(op, status, nil)
 	snippet := strings.TrimSpace(string(data))
 	if len(snippet) > 200 {
 		snippet = snippet[:200] + "…"

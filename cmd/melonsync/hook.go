@@ -1,0 +1,48 @@
+package main
+
+import (
+	"errors"
+	"strings"
+
+	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/server"
+)
+
+// checkHookFlags checks the write hook flags of serve.
+func (m *ServeMain) checkHookFlags() error {
+	if m.HookURL == "" {
+		if m.HookTables != "" {
+			return errors.New("serve: --hook-tables needs --hook-url")
+		}
+		return nil
+	}
+	if m.HookSecret == "" {
+		return errors.New("serve: --hook-url needs a secret to sign requests: --hook-secret or MELONSYNC_HOOK_SECRET")
+	}
+	if m.HookTimeout <= 0 {
+		return errors.New("serve: --hook-timeout must be positive")
+	}
+	if _, err := mhttp.NewHookClient(m.HookURL, []byte(m.HookSecret), m.HookTimeout); err != nil {
+		return errors.New("serve: --hook-url: the URL must start with http:// or https://")
+	}
+	return nil
+}
+
+// setHook installs the write hook, if one is configured, on svc.
+func (m *ServeMain) setHook(svc *server.Service) error {
+	if m.HookURL == "" {
+		return nil
+	}
+	hc, err := mhttp.NewHookClient(m.HookURL, []byte(m.HookSecret), m.HookTimeout)
+	if err != nil {
+		return err
+	}
+	var tables []string
+	if m.HookTables != "" {
+		tables = strings.Split(m.HookTables, ",")
+	}
+	if err := svc.SetWriteHook(hc, tables); err != nil {
+		return errors.New("serve: --hook-tables: " + strings.TrimPrefix(err.Error(), "write hook: "))
+	}
+	return nil
+}
