@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/admin"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -37,6 +38,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, counts requests and records.
 	Metrics *Metrics
+	// SyncLog, when set, receives one entry per pull and push.
+	SyncLog *admin.Log
+	// Devices, when set, refuses revoked devices and serves forced replacements.
+	Devices DeviceGate
+	// Admin, when set with a token, serves the admin API and dashboard under /admin/.
+	Admin *AdminOptions
 	// Limits bounds concurrent pulls, pushes, event streams and large bodies, per
 	// user and in all (zero fields: DefaultLimits).
 	Limits Limits
@@ -90,6 +97,9 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 	h.mux.HandleFunc("/sync", h.syncDocs)
 	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
 	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
+	admin := h.adminHandler()
+	h.mux.Handle("/admin/", admin)
+	h.mux.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -100,6 +110,7 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: 200}
+	r, sr := withSyncRequest(r, start)
 	defer func() {
 		p := recover()
 		if p == http.ErrAbortHandler {
@@ -118,6 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		d := time.Since(start)
+		h.finish(sr, sw.status, d)
 		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
 		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
 	}()
@@ -181,7 +193,7 @@ func StatusFor(code string) int {
 	switch code {
 	case melonsync.EInvalid:
 		return http.StatusBadRequest
-	case melonsync.EUnauthorized:
+	case melonsync.EUnauthorized, melonsync.EDeviceRevoked:
 		return http.StatusUnauthorized
 	case melonsync.EForbidden:
 		return http.StatusForbidden
@@ -218,7 +230,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err.Error())
 		e = &melonsync.Error{Code: code, Message: msg}
 	}
-	if e.Code == melonsync.EUnauthorized {
+	if code := e.Code; code == melonsync.EUnauthorized || code == melonsync.EDeviceRevoked {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="melonsync"`)
 	}
 	if e.Code == melonsync.EUnavailable || e.Code == melonsync.ETooMany {
@@ -231,6 +243,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// their descriptors, and a refused body need not be read.
 		w.Header().Set("Connection", "close")
 	}
+	failed(r, e.Code)
 	if e.Code == melonsync.EConflict && e.Details["reason"] == server.ReasonSchemaAhead {
 		w.Header().Set("Retry-After", strconv.Itoa(server.SchemaAheadRetry))
 	}
@@ -281,7 +294,7 @@ func (h *Handler) caller(r *http.Request) (server.Caller, error) {
 		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
 	}
 	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))
-	return c, nil
+	return c, h.gate(r, c)
 }
 
 // readBody reads the whole body (gunzipping it when Content-Encoding says gzip) up to
@@ -390,6 +403,7 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		return
 	}
 	defer release()
+	h.pullStarted(r, &p)
 	if h.opts.StreamPulls {
 		h.streamPull(w, r, c, p)
 		return
@@ -408,6 +422,7 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		h.fail(w, r, err)
 		return
 	}
+	h.pullDone(r, c, &p)
 	if err := ans.send(w, h.opts.SendStall); err != nil && r.Context().Err() == nil {
 		h.log.Warn("pull: sending the answer failed", "err", err.Error())
 	}
@@ -426,6 +441,7 @@ func (h *Handler) streamPull(w http.ResponseWriter, r *http.Request, c server.Ca
 		h.fail(w, r, err)
 		return
 	}
+	h.pullDone(r, c, &p)
 	if err := out.Close(); err != nil {
 		h.log.Warn("pull: writing the answer failed", "err", err.Error())
 	}
@@ -460,6 +476,7 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, p *server.PushParams) {
 	resp, err := h.svc.Push(r.Context(), c, p)
+	h.pushDone(r, p, resp, err)
 	if err != nil {
 		if me := new(melonsync.Error); errors.As(err, &me) && me.Code == melonsync.EConflict {
 			n := 0

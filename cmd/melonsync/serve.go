@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/melonsync/melonsync/admin"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -29,6 +30,11 @@ type ServeMain struct {
 	Retention      time.Duration
 	LogFormat      string
 	MetricsAddr    string
+	AdminToken     string
+	Dev            bool
+	SyncLogMax     int
+	SyncLogAge     time.Duration
+	Rate           RateFlags
 	Limits         mhttp.Limits
 	SpoolDir       string
 	ReadConns      int
@@ -64,6 +70,11 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.AdminToken, "admin-token", "", "turns on the admin dashboard at /admin/ and its API at /admin/api/, for this token (off when empty)")
+	fs.BoolVar(&m.Dev, "dev", false, "development mode: the admin API can mint user tokens")
+	fs.IntVar(&m.SyncLogMax, "sync-log-max-entries", admin.DefaultLogMaxEntries, "how many sync log entries (one per pull and push) the store keeps (0: no sync log)")
+	fs.DurationVar(&m.SyncLogAge, "sync-log-max-age", admin.DefaultLogMaxAge, "how long sync log entries are kept")
+	m.Rate.define(fs)
 	d := mhttp.DefaultLimits
 	fs.IntVar(&m.Limits.PullsPerUser, "max-pulls-per-user", d.PullsPerUser, "pulls of one user at once (429 beyond; -1: no bound)")
 	fs.IntVar(&m.Limits.Pulls, "max-pulls", d.Pulls, "pulls reading the store at once, all users (others wait up to --limit-wait, then 503)")
@@ -80,8 +91,12 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
 	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
 	fs.StringVar(&m.HookTables, "hook-tables", getenv("MELONSYNC_HOOK_TABLES"), "comma-separated tables the hook sees (default: every table; env MELONSYNC_HOOK_TABLES)")
+	envFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	if err := m.checkHookFlags(); err != nil {
 		return err
@@ -102,7 +117,13 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	if m.MaxBody <= 0 {
 		return errors.New("serve: --max-body must be positive")
 	}
-	return nil
+	if m.SyncLogMax < 0 || m.SyncLogAge <= 0 {
+		return errors.New("serve: --sync-log-max-entries must be 0 or more and --sync-log-max-age positive")
+	}
+	if m.AdminToken != "" && len(m.AdminToken) < 16 {
+		return errors.New("serve: --admin-token must be at least 16 characters (e.g. openssl rand -hex 32)")
+	}
+	return m.Rate.check()
 }
 
 func (m *ServeMain) logger() *slog.Logger {
@@ -149,6 +170,18 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		return err
 	}
 	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
+	if as, ok := store.(admin.Store); ok {
+		opts.Devices = as
+		if m.SyncLogMax > 0 {
+			opts.SyncLog = admin.NewLog(as, admin.LogOptions{MaxEntries: m.SyncLogMax, MaxAge: m.SyncLogAge, Logger: log})
+			opts.SyncLog.Start()
+			defer opts.SyncLog.Close() // after the server stopped: the last entries are written
+		}
+		if m.AdminToken != "" {
+			opts.Admin = &mhttp.AdminOptions{Token: m.AdminToken, Store: as, Log: opts.SyncLog, Dev: m.Dev}
+			log.Info("admin dashboard on", "path", "/admin/", "dev", m.Dev)
+		}
+	}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
@@ -161,7 +194,8 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		defer msrv.Shutdown(context.Background())
 		log.Info("metrics", "url", "http://"+msrv.Addr().String()+"/metrics")
 	}
-	h := mhttp.NewHandler(svc, opts)
+	var h http.Handler = mhttp.NewHandler(svc, opts)
+	h = m.Rate.wrap(h, auth)
 	srv, err := mhttp.Listen(m.Addr, h)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
