@@ -54,6 +54,7 @@ type Store struct {
 	readTimeout time.Duration
 	instance    string                        // random id of this store: names its clock lock and settings
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
+	changes     server.SchemaChanges
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool

@@ -28,20 +28,23 @@ type ServeMain struct {
 	AccessPath     string
 	MaxBody        int64
 	Retention      time.Duration
-	LogFormat      string
-	MetricsAddr    string
-	AdminToken     string
-	Dev            bool
-	SyncLogMax     int
-	SyncLogAge     time.Duration
-	Rate           RateFlags
-	Limits         mhttp.Limits
-	SpoolDir       string
-	ReadConns      int
-	HookURL        string
-	HookSecret     string
-	HookTimeout    time.Duration
-	HookTables     string
+	// AllowDrop and Convert say what to do with data the schema no longer describes.
+	AllowDrop   bool
+	Convert     bool
+	LogFormat   string
+	MetricsAddr string
+	AdminToken  string
+	Dev         bool
+	SyncLogMax  int
+	SyncLogAge  time.Duration
+	Rate        RateFlags
+	Limits      mhttp.Limits
+	SpoolDir    string
+	ReadConns   int
+	HookURL     string
+	HookSecret  string
+	HookTimeout time.Duration
+	HookTables  string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -67,6 +70,8 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
 	fs.StringVar(&m.AccessPath, "access", "", "access rules JSON file (SPEC §6; replaces the schema file's \"access\" key)")
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
+	fs.BoolVar(&m.AllowDrop, "allow-drop", false, "drop the tables and columns that the schema no longer has from the store, with their data (else start is refused when they hold data)")
+	fs.BoolVar(&m.Convert, "convert", false, "convert the values of columns whose type changed in the schema (else start is refused when they hold data)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
@@ -151,6 +156,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	}
 	m.store = store
 	defer m.Close()
+	if sp, ok := store.(server.SchemaPreparer); ok {
+		sp.SetSchemaChanges(server.SchemaChanges{Drop: m.AllowDrop, Convert: m.Convert})
+	}
 	if err := store.Prepare(ctx, sch); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
