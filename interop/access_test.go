@@ -4,17 +4,12 @@ package interop
 // (examples/teams/schema.json), on SQLite and (with MELONSYNC_TEST_POSTGRES) PostgreSQL.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-
-	"github.com/melonsync/melonsync/schema"
-	mserver "github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/sqlite"
 )
 
 var accessScenarios = []scenario{
@@ -24,7 +19,6 @@ var accessScenarios = []scenario{
 }
 
 func TestWatermelonDBAccess(t *testing.T) {
-	requireAccessRules(t)
 	requireNode(t)
 	t.Run("sqlite", func(t *testing.T) {
 		for _, sc := range accessScenarios {
@@ -40,35 +34,6 @@ func TestWatermelonDBAccess(t *testing.T) {
 			t.Run(sc.name, func(t *testing.T) { sc.run(t, postgresStore(dsn)) })
 		}
 	})
-}
-
-// requireAccessRules skips t when this build does not apply the schema's "access"
-// rules yet: a client's push to a public table must be refused.
-func requireAccessRules(t *testing.T) {
-	t.Helper()
-	sch, err := schema.Parse([]byte(`{"version":1,"tables":[{"name":"a","columns":[]}],"access":{"tables":{"a":{"public":true}}}}`))
-	if err != nil {
-		t.Skip("this build does not read the schema's \"access\" object yet")
-	}
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "probe.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		t.Fatal(err)
-	}
-	p, err := mserver.DecodePush(sch, []byte(`{"lastPulledAt":0,"changes":{"a":{"created":[{"id":"x"}]}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := mserver.New(store, sch).Push(context.Background(), mserver.Caller{User: "u"}, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.RejectedIDs["a"]) == 0 {
-		t.Skip("this build does not apply the schema's \"access\" rules yet")
-	}
 }
 
 // newTeamsServer starts a server with the teams example schema on a fresh store of st.
