@@ -353,7 +353,7 @@ func newAccessHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store
 // subscribe follows every user's change feed of a (re)started server.
 func (h *accessHistory) subscribe(svc *server.Service, stop <-chan struct{}) {
 	for _, u := range accessUsers {
-		ch, cancel := svc.Feed().Subscribe(u)
+		ch, cancel := svc.Feed().Subscribe(u, "")
 		go func(u string) {
 			defer cancel()
 			for {
