@@ -42,9 +42,9 @@ func TestAccessLiveUpdatesAcrossProcesses(t *testing.T) {
 	t0 := h1.PullFrom("alice", "a1", 0).Timestamp
 	h1.MustPush("alice", "a1", t0, `{"teams":{"created":[{"id":"t1","name":"One"}]},
 		"team_members":{"created":[{"id":"m-alice","team_id":"t1","user_id":"alice"},{"id":"m-bob","team_id":"t1","user_id":"bob"}]}}`)
-	bob, stopB := h2.Svc.Feed().Subscribe("bob")
+	bob, stopB := h2.Svc.Feed().Subscribe("bob", "")
 	defer stopB()
-	carol, stopC := h2.Svc.Feed().Subscribe("carol")
+	carol, stopC := h2.Svc.Feed().Subscribe("carol", "")
 	defer stopC()
 	// The watcher may not listen yet: push until bob hears of it.
 	heard := false
