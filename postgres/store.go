@@ -509,6 +509,18 @@ func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 		}
 		return wrap("watch", err)
 	}
+	// Catch up: writes committed while no LISTEN was in place (before the first one,
+	// or while a lost connection was re-made) were announced to nobody. Everyone
+	// listening is told of the clock as it is now that LISTEN is in place; those
+	// already told of it are not told twice.
+	var clock int64
+	if err := conn.QueryRow(ctx, `SELECT max(version) FROM __melon_commits`).Scan(&clock); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return wrap("watch", err)
+	}
+	fn(server.Change{Version: clock, All: true})
 	for {
 		// Wake up now and then to check that the connection is alive: a connection
 		// lost without a word (a failover behind a proxy) must not go unnoticed.
