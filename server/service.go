@@ -130,6 +130,7 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			}
 		}
 		enc.raw(`{"changes":{`)
+		memo := members{} // the caller's memberships, read once per pull
 		for i, t := range s.schema.TablesAt(sv) {
 			if i > 0 {
 				enc.byte(',')
@@ -137,7 +138,7 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			enc.str(t.Name)
 			enc.raw(`:`)
 			enc.counts = [3]int{}
-			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
+			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], memo, enc); err != nil {
 				return err
 			}
 			if p.Stats != nil && enc.counts != [3]int{} {
@@ -197,9 +198,13 @@ func SchemaAheadError(client, server int) *melonsync.Error {
 }
 
 // pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.
-func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, memo members, enc *encoder) error {
 	if t.Rule.Kind == schema.GroupRule {
-		return s.pullGroupTable(tx, c, t, cols, since, replacement, migTable, migCols, enc)
+		m, err := memo.of(tx, t.Rule.Group, c.User, since)
+		if err != nil {
+			return err
+		}
+		return s.pullGroupTable(tx, c, t, cols, since, replacement, migTable, migCols, m, enc)
 	}
 	scope := Filter{Owner: c.User}
 	if t.Rule.Kind == schema.Public {
