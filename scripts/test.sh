@@ -28,6 +28,11 @@ else
   echo "PostgreSQL tests: off (no server found; set MELONSYNC_TEST_POSTGRES)"
 fi
 
+# The browser test (browser/) needs Chromium: installed with apt-get when missing.
+if command -v node >/dev/null 2>&1; then
+  bash scripts/setup-browser.sh
+fi
+
 go vet ./...
 go test -count=1 -timeout 25m "$@" ./...
 
