@@ -28,10 +28,9 @@ else
   echo "PostgreSQL tests: off (no server found; set MELONSYNC_TEST_POSTGRES)"
 fi
 
-# The browser test (browser/) needs Chromium: installed with apt-get when missing.
-if command -v node >/dev/null 2>&1; then
-  bash scripts/setup-browser.sh
-fi
+# Chromium for the browser tests (apt-get when missing; they skip only when it
+# cannot be had).
+bash scripts/setup-browser.sh || echo "chromium could not be installed: the browser tests will skip" >&2
 
 go vet ./...
 go test -count=1 -timeout 25m "$@" ./...
