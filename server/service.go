@@ -48,6 +48,9 @@ type PullParams struct {
 	SchemaVersion int
 	// Migration lists what the client's schema gained since its last sync (nil: none).
 	Migration *melonsync.Migration
+	// PageSize, when > 0, asks for a paged answer of about that many records
+	// (PAGING.md); 0 answers everything at once.
+	PageSize int
 }
 
 // Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
@@ -110,14 +113,26 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 				strategy = melonsync.StrategyReplacement
 			}
 		}
+		tables := s.schema.TablesAt(sv)
+		var pg *page
+		if p.PageSize > 0 && strategy == "" {
+			// A replacement answer must be whole (the client drops what it lacks).
+			if pg, err = s.pageEnd(tx, c, tables, since, clock, p.PageSize); err != nil {
+				return err
+			}
+		}
+		through := int64(0)
+		if pg != nil && pg.more {
+			through = pg.through
+		}
 		enc.raw(`{"changes":{`)
-		for i, t := range s.schema.TablesAt(sv) {
+		for i, t := range tables {
 			if i > 0 {
 				enc.byte(',')
 			}
 			enc.str(t.Name)
 			enc.raw(`:`)
-			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
+			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), window{since, through}, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
 				return err
 			}
 			if enc.err != nil {
@@ -125,10 +140,20 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			}
 		}
 		enc.raw(`},"timestamp":`)
-		enc.int(clock)
+		if through > 0 {
+			enc.int(through)
+		} else {
+			enc.int(clock)
+		}
 		if strategy != "" {
 			enc.raw(`,"experimentalStrategy":`)
 			enc.str(strategy)
+		}
+		if pg != nil {
+			if err := pg.finish(tx, c, tables); err != nil {
+				return err
+			}
+			pg.encode(enc)
 		}
 		enc.raw("}")
 		return enc.flush()
@@ -168,10 +193,11 @@ func SchemaAheadError(client, server int) *melonsync.Error {
 }
 
 // pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.
-func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
 	if t.Rule.Kind == schema.GroupRule {
-		return s.pullGroupTable(tx, c, t, cols, since, replacement, migTable, migCols, enc)
+		return s.pullGroupTable(tx, c, t, cols, win, replacement, migTable, migCols, enc)
 	}
+	since := win.since
 	scope := Filter{Owner: c.User}
 	if t.Rule.Kind == schema.Public {
 		scope = Filter{Any: true}
@@ -183,6 +209,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 	if !whole {
 		live.After = since
 	}
+	live.CreatedThrough = win.through
 	enc.raw(`{"created":[`)
 	if !c.CreatedAsUpdated {
 		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return isCreated(r) }); err != nil {
@@ -209,6 +236,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 		f := scope
 		f.Deleted = true
 		f.After = since
+		f.Through = win.through
 		if err := scanIDs(tx, t, f, enc, nil); err != nil {
 			return err
 		}
