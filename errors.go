@@ -9,6 +9,7 @@ import (
 const (
 	EInvalid          = "invalid_request"    // 400
 	EUnauthorized     = "unauthorized"       // 401
+	EDeviceRevoked    = "device_revoked"     // 401: an operator revoked this device
 	EForbidden        = "forbidden"          // 403
 	ENotFound         = "not_found"          // 404
 	EMethodNotAllowed = "method_not_allowed" // 405

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
@@ -65,15 +65,9 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	}
 	store := &failingStore{Store: base}
 	h := storetest.NewHarness(t, store)
-	auth, err := mhttp.NewAuth(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth, StreamPulls: true}))
-	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, auth: auth, store: store}
-	spooled := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth}))
-	t.Cleanup(spooled.Close)
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{StreamPulls: true})
+	e := &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
+	spooled := testutil.NewServer(t, h.Svc, mhttp.Options{Auth: srv.Auth})
 
 	// 4,000 projects of ~300 bytes: about 1.2 MB of JSON. Names differ, so that the
 	// gzipped answer is large too.
@@ -91,7 +85,7 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	t.Run("spooled", func(t *testing.T) {
 		store.armed.Store(true)
 		defer store.armed.Store(false)
-		se := &env{t: t, srv: spooled, auth: auth, store: store}
+		se := &env{t: t, srv: spooled.Server, auth: srv.Auth, store: store}
 		r := se.do("POST", "/api/sync/pull", se.as("alice"), []byte(`{"lastPulledAt":null}`))
 		if r.status != 500 || errorCode(t, r.body) != "internal" {
 			t.Fatalf("status %d: %s", r.status, r.body)

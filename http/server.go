@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/admin"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -37,6 +38,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, counts requests and records.
 	Metrics *Metrics
+	// CORSOrigins are the browser origins allowed to call the sync routes ("*": any);
+	// empty turns CORS off. See ParseCORSOrigins.
+	CORSOrigins []string
+	// SyncLog, when set, receives one entry per pull and push.
+	SyncLog *admin.Log
+	// Devices, when set, refuses revoked devices and serves forced replacements.
+	Devices DeviceGate
+	// Admin, when set with a token, serves the admin API and dashboard under /admin/.
+	Admin *AdminOptions
 	// Limits bounds concurrent pulls, pushes, event streams and large bodies, per
 	// user and in all (zero fields: DefaultLimits).
 	Limits Limits
@@ -68,8 +78,8 @@ type Handler struct {
 }
 
 // NewHandler returns the HTTP handler of svc: POST /api/sync/pull, POST
-// /api/sync/push, GET and POST /sync, GET /api/sync/events (live updates) and
-// GET /healthz.
+// /api/sync/push, GET and POST /sync, GET /api/sync/events (live updates), POST
+// /api/sync/events/ticket (a ticket that opens the event stream) and GET /healthz.
 func NewHandler(svc *server.Service, opts Options) *Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -89,7 +99,11 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 	h.mux.HandleFunc("/api/sync/push", h.only("POST", h.pushPost))
 	h.mux.HandleFunc("/sync", h.syncDocs)
 	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
+	h.mux.HandleFunc("/api/sync/events/ticket", h.only("POST", h.eventsTicket))
 	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
+	admin := h.adminHandler()
+	h.mux.Handle("/admin/", admin)
+	h.mux.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -100,6 +114,7 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: 200}
+	r, sr := withSyncRequest(r, start)
 	defer func() {
 		p := recover()
 		if p == http.ErrAbortHandler {
@@ -118,9 +133,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		d := time.Since(start)
+		h.finish(sr, sw.status, d)
 		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
 		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
 	}()
+	if h.cors(sw, r) {
+		return
+	}
 	h.mux.ServeHTTP(sw, r)
 }
 
@@ -181,7 +200,7 @@ func StatusFor(code string) int {
 	switch code {
 	case melonsync.EInvalid:
 		return http.StatusBadRequest
-	case melonsync.EUnauthorized:
+	case melonsync.EUnauthorized, melonsync.EDeviceRevoked:
 		return http.StatusUnauthorized
 	case melonsync.EForbidden:
 		return http.StatusForbidden
@@ -218,7 +237,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err.Error())
 		e = &melonsync.Error{Code: code, Message: msg}
 	}
-	if e.Code == melonsync.EUnauthorized {
+	if code := e.Code; code == melonsync.EUnauthorized || code == melonsync.EDeviceRevoked {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="melonsync"`)
 	}
 	if e.Code == melonsync.EUnavailable || e.Code == melonsync.ETooMany {
@@ -231,6 +250,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// their descriptors, and a refused body need not be read.
 		w.Header().Set("Connection", "close")
 	}
+	failed(r, e.Code)
 	if e.Code == melonsync.EConflict && e.Details["reason"] == server.ReasonSchemaAhead {
 		w.Header().Set("Retry-After", strconv.Itoa(server.SchemaAheadRetry))
 	}
@@ -272,16 +292,26 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 
 // caller authenticates r and reads the protocol headers.
 func (h *Handler) caller(r *http.Request) (server.Caller, error) {
-	user, err := h.opts.Auth.Verify(r.Header.Get("Authorization"))
+	_, c, err := h.identify(r)
+	return c, err
+}
+
+// identify is caller that also returns the token's identity.
+func (h *Handler) identify(r *http.Request) (Identity, server.Caller, error) {
+	id, err := h.opts.Auth.Authenticate(r.Header.Get("Authorization"))
 	if err != nil {
-		return server.Caller{}, err
+		return id, server.Caller{}, err
 	}
-	c := server.Caller{User: user, Device: r.Header.Get(melonsync.HeaderDevice)}
+	if strings.IndexByte(id.User, 0) >= 0 {
+		// No store can keep it as it is (PostgreSQL's text refuses U+0000).
+		return id, server.Caller{}, melonsync.Errorf(melonsync.EUnauthorized, "the token's user id holds U+0000, which no user id may")
+	}
+	c := server.Caller{User: id.User, Device: r.Header.Get(melonsync.HeaderDevice)}
 	if c.Device != "" && !melonsync.ValidID(c.Device) {
-		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
+		return id, c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
 	}
 	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))
-	return c, nil
+	return id, c, h.gate(r, c)
 }
 
 // readBody reads the whole body (gunzipping it when Content-Encoding says gzip) up to
@@ -390,6 +420,7 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		return
 	}
 	defer release()
+	h.pullStarted(r, &p)
 	if h.opts.StreamPulls {
 		h.streamPull(w, r, c, p)
 		return
@@ -408,6 +439,7 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		h.fail(w, r, err)
 		return
 	}
+	h.pullDone(r, c, &p)
 	if err := ans.send(w, h.opts.SendStall); err != nil && r.Context().Err() == nil {
 		h.log.Warn("pull: sending the answer failed", "err", err.Error())
 	}
@@ -418,6 +450,9 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 func (h *Handler) streamPull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
 	out := newResponse(w, r)
 	if err := h.svc.Pull(r.Context(), c, p, out); err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away: nothing is wrong with the server
+		}
 		if out.started {
 			// Headers are gone: cut the stream so the client sees a broken body.
 			h.log.Error("pull failed mid-stream", "err", err.Error())
@@ -426,6 +461,7 @@ func (h *Handler) streamPull(w http.ResponseWriter, r *http.Request, c server.Ca
 		h.fail(w, r, err)
 		return
 	}
+	h.pullDone(r, c, &p)
 	if err := out.Close(); err != nil {
 		h.log.Warn("pull: writing the answer failed", "err", err.Error())
 	}
@@ -460,6 +496,7 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, p *server.PushParams) {
 	resp, err := h.svc.Push(r.Context(), c, p)
+	h.pushDone(r, p, resp, err)
 	if err != nil {
 		if me := new(melonsync.Error); errors.As(err, &me) && me.Code == melonsync.EConflict {
 			n := 0

@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
 )
 
-var secret = []byte("test-secret-0123456789abcdef")
+var secret = testutil.Secret
 
 type env struct {
 	t     *testing.T
@@ -32,6 +34,13 @@ type env struct {
 
 func newEnv(t *testing.T, maxBody int64) *env {
 	t.Helper()
+	return newEnvWith(t, mhttp.Options{MaxBodyBytes: maxBody}, nil)
+}
+
+// newEnvWith is newEnv with handler options (Auth is set here) and a hook that may
+// configure the Auth before the handler is built.
+func newEnvWith(t *testing.T, o mhttp.Options, setUp func(*mhttp.Auth)) *env {
+	t.Helper()
 	store, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +50,12 @@ func newEnv(t *testing.T, maxBody int64) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth, MaxBodyBytes: maxBody}))
-	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, auth: auth, store: store}
+	if setUp != nil {
+		setUp(auth)
+	}
+	o.Auth = auth
+	srv := testutil.NewServer(t, h.Svc, o)
+	return &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 }
 
 func (e *env) token(user string) string {
@@ -73,7 +85,7 @@ func (e *env) do(method, path string, hdr map[string]string, body []byte) reply 
 	if req.Header.Get("Accept-Encoding") == "" {
 		req.Header.Set("Accept-Encoding", "identity")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := doClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -441,3 +453,7 @@ func base64URL(b []byte) string {
 	}
 	return out.String()
 }
+
+// doClient bounds every request of env.do: an event stream accepted by mistake fails
+// the test instead of hanging it.
+var doClient = &http.Client{Timeout: time.Minute}

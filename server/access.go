@@ -222,19 +222,20 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 			return err
 		}
 		isCreated := func(r *Row) bool { return createdRule(c, r, since, migTable) }
-		enc.raw(`{"created":[`)
+		enc.openCreated()
 		if !c.CreatedAsUpdated {
 			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return pv.readable(r.ID, r.Group) && isCreated(r) }); err != nil {
 				return err
 			}
 		}
-		enc.raw(`],"updated":[`)
+		enc.openUpdated()
 		if c.CreatedAsUpdated || !(since == 0 || migTable) {
 			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return pv.readable(r.ID, r.Group) && (c.CreatedAsUpdated || !isCreated(r)) }); err != nil {
 				return err
 			}
 		}
-		enc.raw(`],"deleted":[]}`)
+		enc.openDeleted()
+		enc.raw(`]}`)
 		return nil
 	}
 
@@ -316,11 +317,11 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 			return !judged && pv.readable(r.ID, r.Group) && grant(r) == want
 		})
 	}
-	enc.raw(`{"created":[`)
+	enc.openCreated()
 	if err := write(sendCreated); err != nil {
 		return err
 	}
-	enc.raw(`],"updated":[`)
+	enc.openUpdated()
 	if err := write(sendUpdated); err != nil {
 		return err
 	}
@@ -332,14 +333,14 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 			return err
 		}
 	}
-	enc.raw(`],"deleted":[`)
+	enc.openDeleted()
 	first := true
 	for _, id := range deleted {
 		if !first {
 			enc.byte(',')
 		}
 		first = false
-		enc.str(id)
+		enc.id(id)
 	}
 	// 3. Revocations: rows of the groups left since that did not change since.
 	if left := diff(m.then, m.now); len(left) > 0 {

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/melonsync/melonsync/admin"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -27,15 +29,30 @@ type ServeMain struct {
 	AccessPath     string
 	MaxBody        int64
 	Retention      time.Duration
-	LogFormat      string
-	MetricsAddr    string
-	Limits         mhttp.Limits
-	SpoolDir       string
-	ReadConns      int
-	HookURL        string
-	HookSecret     string
-	HookTimeout    time.Duration
-	HookTables     string
+	// AllowDrop and Convert say what to do with data the schema no longer describes.
+	AllowDrop   bool
+	Convert     bool
+	LogFormat   string
+	MetricsAddr string
+	AdminToken  string
+	Dev         bool
+	SyncLogMax  int
+	SyncLogAge  time.Duration
+	Rate        RateFlags
+	Limits      mhttp.Limits
+	SpoolDir    string
+	ReadConns   int
+	HookURL     string
+	HookSecret  string
+	HookTimeout time.Duration
+	HookTables  string
+	// CORSOrigins is --cors-origins; the JWT fields configure identity-provider tokens.
+	CORSOrigins  string
+	JWKSURL      string
+	JWKSFile     string
+	JWTIssuer    string
+	JWTAudience  string
+	JWTUserClaim string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -54,16 +71,29 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(m.stderr)
 	setUsage(fs, "melonsync serve --schema FILE [flags]",
-		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, GET /healthz). The JWT secret is\n$MELONSYNC_JWT_SECRET, or one generated on first start and kept in the store.")
+		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, POST /api/sync/events/ticket, GET /healthz).\nHS256 tokens are signed with $MELONSYNC_JWT_SECRET, or a secret generated on first\nstart and kept in the store; --jwks-url/--jwks-file add an identity provider's tokens.")
 	fs.StringVar(&m.Addr, "addr", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
 	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
 	fs.StringVar(&m.AccessPath, "access", "", "access rules JSON file (SPEC §6; replaces the schema file's \"access\" key)")
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
+	fs.BoolVar(&m.AllowDrop, "allow-drop", false, "drop the tables and columns that the schema no longer has from the store, with their data (else start is refused when they hold data)")
+	fs.BoolVar(&m.Convert, "convert", false, "convert the values of columns whose type changed in the schema (else start is refused when they hold data)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.CORSOrigins, "cors-origins", "", "browser origins allowed to sync, comma-separated, or * (off when empty)")
+	fs.StringVar(&m.JWKSURL, "jwks-url", "", "accept RS256/ES256/EdDSA tokens signed by a key of the key set (JWKS) at this URL")
+	fs.StringVar(&m.JWKSFile, "jwks-file", "", "like --jwks-url, with the key set in a file")
+	fs.StringVar(&m.JWTIssuer, "jwt-issuer", "", "with a key set: the iss that its tokens must have")
+	fs.StringVar(&m.JWTAudience, "jwt-audience", "", "with a key set: the aud that its tokens must include")
+	fs.StringVar(&m.JWTUserClaim, "jwt-user-claim", "sub", "with a key set: the claim of its tokens that holds the user id")
+	fs.StringVar(&m.AdminToken, "admin-token", "", "turns on the admin dashboard at /admin/ and its API at /admin/api/, for this token (off when empty)")
+	fs.BoolVar(&m.Dev, "dev", false, "development mode: the admin API can mint user tokens")
+	fs.IntVar(&m.SyncLogMax, "sync-log-max-entries", admin.DefaultLogMaxEntries, "how many sync log entries (one per pull and push) the store keeps (0: no sync log)")
+	fs.DurationVar(&m.SyncLogAge, "sync-log-max-age", admin.DefaultLogMaxAge, "how long sync log entries are kept")
+	m.Rate.define(fs)
 	d := mhttp.DefaultLimits
 	fs.IntVar(&m.Limits.PullsPerUser, "max-pulls-per-user", d.PullsPerUser, "pulls of one user at once (429 beyond; -1: no bound)")
 	fs.IntVar(&m.Limits.Pulls, "max-pulls", d.Pulls, "pulls reading the store at once, all users (others wait up to --limit-wait, then 503)")
@@ -80,11 +110,24 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
 	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
 	fs.StringVar(&m.HookTables, "hook-tables", getenv("MELONSYNC_HOOK_TABLES"), "comma-separated tables the hook sees (default: every table; env MELONSYNC_HOOK_TABLES)")
+	envFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	if err := m.checkHookFlags(); err != nil {
 		return err
+	}
+	if _, err := mhttp.ParseCORSOrigins(m.CORSOrigins); err != nil {
+		return fmt.Errorf("serve: --cors-origins: %w", err)
+	}
+	if m.JWKSURL != "" && m.JWKSFile != "" {
+		return errors.New("serve: give --jwks-url or --jwks-file, not both")
+	}
+	if m.JWKSURL == "" && m.JWKSFile == "" && (m.JWTIssuer != "" || m.JWTAudience != "") {
+		return errors.New("serve: --jwt-issuer and --jwt-audience apply to key-set tokens; give --jwks-url or --jwks-file too")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
@@ -102,7 +145,13 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	if m.MaxBody <= 0 {
 		return errors.New("serve: --max-body must be positive")
 	}
-	return nil
+	if m.SyncLogMax < 0 || m.SyncLogAge <= 0 {
+		return errors.New("serve: --sync-log-max-entries must be 0 or more and --sync-log-max-age positive")
+	}
+	if m.AdminToken != "" && len(m.AdminToken) < 16 {
+		return errors.New("serve: --admin-token must be at least 16 characters (e.g. openssl rand -hex 32)")
+	}
+	return m.Rate.check()
 }
 
 func (m *ServeMain) logger() *slog.Logger {
@@ -130,6 +179,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	}
 	m.store = store
 	defer m.Close()
+	if sp, ok := store.(server.SchemaPreparer); ok {
+		sp.SetSchemaChanges(server.SchemaChanges{Drop: m.AllowDrop, Convert: m.Convert})
+	}
 	if err := store.Prepare(ctx, sch); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -144,11 +196,36 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	if m.JWKSURL != "" || m.JWKSFile != "" {
+		err := auth.UseKeySet(ctx, mhttp.KeySetOptions{URL: m.JWKSURL, File: m.JWKSFile, Issuer: m.JWTIssuer,
+			Audience: m.JWTAudience, UserClaim: m.JWTUserClaim, Logger: log})
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer auth.Close()
+		log.Info("identity-provider tokens", "key_set", firstNonEmpty(m.JWKSURL, m.JWKSFile), "issuer", m.JWTIssuer, "audience", m.JWTAudience, "user_claim", m.JWTUserClaim)
+	}
+	origins, _ := mhttp.ParseCORSOrigins(m.CORSOrigins)
+	if len(origins) > 0 {
+		log.Info("cors", "origins", strings.Join(origins, ","))
+	}
 	svc := server.New(store, sch)
 	if err := m.setHook(svc); err != nil {
 		return err
 	}
-	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir, CORSOrigins: origins}
+	if as, ok := store.(admin.Store); ok {
+		opts.Devices = as
+		if m.SyncLogMax > 0 {
+			opts.SyncLog = admin.NewLog(as, admin.LogOptions{MaxEntries: m.SyncLogMax, MaxAge: m.SyncLogAge, Logger: log})
+			opts.SyncLog.Start()
+			defer opts.SyncLog.Close() // after the server stopped: the last entries are written
+		}
+		if m.AdminToken != "" {
+			opts.Admin = &mhttp.AdminOptions{Token: m.AdminToken, Store: as, Log: opts.SyncLog, Dev: m.Dev}
+			log.Info("admin dashboard on", "path", "/admin/", "dev", m.Dev)
+		}
+	}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
@@ -161,7 +238,8 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		defer msrv.Shutdown(context.Background())
 		log.Info("metrics", "url", "http://"+msrv.Addr().String()+"/metrics")
 	}
-	h := mhttp.NewHandler(svc, opts)
+	var h http.Handler = mhttp.NewHandler(svc, opts)
+	h = m.Rate.wrap(h, auth)
 	srv, err := mhttp.Listen(m.Addr, h)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -230,6 +308,15 @@ func watchLoop(ctx context.Context, svc *server.Service, log *slog.Logger) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
 }
 
 // Close releases the store.
