@@ -9,11 +9,13 @@ import (
 const (
 	EInvalid          = "invalid_request"    // 400
 	EUnauthorized     = "unauthorized"       // 401
+	EDeviceRevoked    = "device_revoked"     // 401: an operator revoked this device
 	EForbidden        = "forbidden"          // 403
 	ENotFound         = "not_found"          // 404
 	EMethodNotAllowed = "method_not_allowed" // 405
 	EConflict         = "conflict"           // 409
 	ETooLarge         = "payload_too_large"  // 413
+	ETooMany          = "too_many_requests"  // 429
 	EInternal         = "internal"           // 500
 	EUnavailable      = "unavailable"        // 503
 )

@@ -20,12 +20,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
-	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
-	"github.com/melonsync/melonsync/sqlite"
 	"github.com/melonsync/melonsync/transport"
 )
 
@@ -37,21 +37,9 @@ type e2eServer struct {
 
 func newE2EServer(t testing.TB) *e2eServer {
 	t.Helper()
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "server.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sch := storetest.TodoSchema(t)
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := mhttp.NewAuth([]byte("e2e-secret-0123456789abcdef"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth}))
-	t.Cleanup(func() { srv.Close(); store.Close() })
-	return &e2eServer{URL: srv.URL, auth: auth, schema: sch}
+	sch := testutil.TodoSchema(t)
+	srv := testutil.NewStoreServer(t, testutil.SQLiteStore(t, t.TempDir()), sch, mhttp.Options{})
+	return &e2eServer{URL: srv.URL, auth: srv.Auth, schema: sch}
 }
 
 func (s *e2eServer) token(t testing.TB, user string) string {

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
@@ -54,9 +54,10 @@ func (tx *failingTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter
 	})
 }
 
-// A pull whose store fails after the answer has started streaming must not reach the
-// client as a complete 200: the connection is broken, so the body ends in an error,
-// for gzipped and identity answers alike.
+// A pull whose store fails after the answer has started streaming (Options.StreamPulls)
+// must not reach the client as a complete 200: the connection is broken, so the body
+// ends in an error, for gzipped and identity answers alike. A spooled pull (the
+// default) has sent nothing yet when the store fails: it answers a clean 500.
 func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	base, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
@@ -64,13 +65,9 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	}
 	store := &failingStore{Store: base}
 	h := storetest.NewHarness(t, store)
-	auth, err := mhttp.NewAuth(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth}))
-	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, auth: auth, store: store}
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{StreamPulls: true})
+	e := &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
+	spooled := testutil.NewServer(t, h.Svc, mhttp.Options{Auth: srv.Auth})
 
 	// 4,000 projects of ~300 bytes: about 1.2 MB of JSON. Names differ, so that the
 	// gzipped answer is large too.
@@ -85,6 +82,15 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	// Fail after ~2,000 rows (~600 KB): well after the answer started streaming.
 	store.failAfter = 2000
 
+	t.Run("spooled", func(t *testing.T) {
+		store.armed.Store(true)
+		defer store.armed.Store(false)
+		se := &env{t: t, srv: spooled.Server, auth: srv.Auth, store: store}
+		r := se.do("POST", "/api/sync/pull", se.as("alice"), []byte(`{"lastPulledAt":null}`))
+		if r.status != 500 || errorCode(t, r.body) != "internal" {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+	})
 	for _, enc := range []string{"identity", "gzip"} {
 		t.Run(enc, func(t *testing.T) {
 			store.armed.Store(false)

@@ -2,17 +2,11 @@ package http_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -73,21 +67,8 @@ var testStores = []struct {
 		return s
 	}},
 	{"postgres", func(t *testing.T) server.Store {
-		dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-		if dsn == "" {
-			t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-		}
-		b := make([]byte, 6)
-		rand.Read(b)
-		name := "melon_http_" + hex.EncodeToString(b)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if conn, err := pgx.Connect(ctx, dsn); err == nil {
-				conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`)
-				conn.Close(ctx)
-			}
-		})
+		dsn := testutil.PostgresDSN(t)
+		name, _ := testutil.PostgresSchema(t, dsn, "melon_http")
 		s, err := postgres.Open(context.Background(), dsn, postgres.WithSchema(name))
 		if err != nil {
 			t.Fatal(err)
@@ -100,20 +81,7 @@ var testStores = []struct {
 // schema.
 func newSchemaEnv(t *testing.T, store server.Store, sch *schema.Schema) *env {
 	t.Helper()
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		store.Close()
-		t.Fatal(err)
-	}
-	auth, err := mhttp.NewAuth(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth})
-	srv := httptest.NewServer(h)
-	t.Cleanup(func() {
-		h.Close()
-		srv.Close()
-		store.Close()
-	})
-	return &env{t: t, srv: srv, auth: auth, store: store}
+	t.Cleanup(func() { store.Close() })
+	srv := testutil.NewStoreServer(t, store, sch, mhttp.Options{})
+	return &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 }

@@ -41,6 +41,12 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	leave, err := h.gates.streams.enter(r.Context(), c.User)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer leave()
 	ch, cancel := h.svc.Feed().Subscribe(c.User)
 	defer cancel()
 	clock, err := h.svc.Clock(r.Context())

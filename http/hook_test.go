@@ -15,6 +15,7 @@ import (
 	"time"
 
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
 )
@@ -56,13 +57,8 @@ func newHookEnv(t *testing.T, timeout time.Duration) *hookEnv {
 	if err := h.Svc.SetWriteHook(hc, nil); err != nil {
 		t.Fatal(err)
 	}
-	auth, err := mhttp.NewAuth(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth}))
-	t.Cleanup(srv.Close)
-	he.env = &env{t: t, srv: srv, auth: auth, store: store}
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{})
+	he.env = &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 	return he
 }
 

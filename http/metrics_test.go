@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
 )
@@ -19,11 +20,9 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := storetest.NewHarness(t, store)
-	auth, _ := mhttp.NewAuth(secret)
 	m := mhttp.NewMetrics(nil)
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth, Metrics: m}))
-	defer srv.Close()
-	e := &env{t: t, srv: srv, auth: auth, store: store}
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{Metrics: m})
+	e := &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 	e.do("POST", "/api/sync/push", e.as("alice"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a"},{"id":"b"}],"deleted":["c"]}}}`))
 	e.do("POST", "/api/sync/push", e.as("bob"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"updated":[{"id":"a"}]}}}`))
 	other := e.as("alice")

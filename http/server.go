@@ -17,9 +17,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/admin"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -36,6 +38,29 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, counts requests and records.
 	Metrics *Metrics
+	// SyncLog, when set, receives one entry per pull and push.
+	SyncLog *admin.Log
+	// Devices, when set, refuses revoked devices and serves forced replacements.
+	Devices DeviceGate
+	// Admin, when set with a token, serves the admin API and dashboard under /admin/.
+	Admin *AdminOptions
+	// Limits bounds concurrent pulls, pushes, event streams and large bodies, per
+	// user and in all (zero fields: DefaultLimits).
+	Limits Limits
+	// SpoolDir is where pull answers larger than SpoolMemory wait while they are
+	// sent (default: the system's temporary directory).
+	SpoolDir string
+	// SpoolMemory is how many bytes of one pull answer are kept in memory before
+	// the rest goes to a file in SpoolDir (default DefaultSpoolMemory).
+	SpoolMemory int
+	// SendStall is how long sending a pull answer may make no progress before the
+	// connection is cut (default DefaultSendStall).
+	SendStall time.Duration
+	// StreamPulls streams pulls to the client from inside the store's read
+	// transaction instead of spooling them first: the first byte comes sooner, but
+	// a client that does not read holds a store connection until the server's write
+	// timeout. For measurements and trusted networks only.
+	StreamPulls bool
 }
 
 // Handler serves the sync protocol for one Service.
@@ -46,6 +71,7 @@ type Handler struct {
 	log  *slog.Logger
 
 	closing closer
+	gates   *gates
 }
 
 // NewHandler returns the HTTP handler of svc: POST /api/sync/pull, POST
@@ -58,12 +84,22 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Handler{svc: svc, opts: opts, mux: http.NewServeMux(), log: opts.Logger, closing: closer{ch: make(chan struct{})}}
+	if opts.SpoolMemory <= 0 {
+		opts.SpoolMemory = DefaultSpoolMemory
+	}
+	if opts.SendStall <= 0 {
+		opts.SendStall = DefaultSendStall
+	}
+	h := &Handler{svc: svc, opts: opts, mux: http.NewServeMux(), log: opts.Logger, closing: closer{ch: make(chan struct{})},
+		gates: newGates(opts.Limits)}
 	h.mux.HandleFunc("/api/sync/pull", h.byMethod(map[string]http.HandlerFunc{"POST": h.pullPost, "GET": h.pullGet}))
 	h.mux.HandleFunc("/api/sync/push", h.only("POST", h.pushPost))
 	h.mux.HandleFunc("/sync", h.syncDocs)
 	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
 	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
+	admin := h.adminHandler()
+	h.mux.Handle("/admin/", admin)
+	h.mux.Handle("/admin", http.RedirectHandler("/admin/", http.StatusMovedPermanently))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -74,6 +110,7 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: 200}
+	r, sr := withSyncRequest(r, start)
 	defer func() {
 		p := recover()
 		if p == http.ErrAbortHandler {
@@ -92,6 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		d := time.Since(start)
+		h.finish(sr, sw.status, d)
 		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
 		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
 	}()
@@ -155,7 +193,7 @@ func StatusFor(code string) int {
 	switch code {
 	case melonsync.EInvalid:
 		return http.StatusBadRequest
-	case melonsync.EUnauthorized:
+	case melonsync.EUnauthorized, melonsync.EDeviceRevoked:
 		return http.StatusUnauthorized
 	case melonsync.EForbidden:
 		return http.StatusForbidden
@@ -167,6 +205,8 @@ func StatusFor(code string) int {
 		return http.StatusConflict
 	case melonsync.ETooLarge:
 		return http.StatusRequestEntityTooLarge
+	case melonsync.ETooMany:
+		return http.StatusTooManyRequests
 	case melonsync.EUnavailable:
 		return http.StatusServiceUnavailable
 	default:
@@ -190,12 +230,20 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err.Error())
 		e = &melonsync.Error{Code: code, Message: msg}
 	}
-	if e.Code == melonsync.EUnauthorized {
+	if code := e.Code; code == melonsync.EUnauthorized || code == melonsync.EDeviceRevoked {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="melonsync"`)
 	}
-	if e.Code == melonsync.EUnavailable {
-		w.Header().Set("Retry-After", "1")
+	if e.Code == melonsync.EUnavailable || e.Code == melonsync.ETooMany {
+		retry := "1"
+		if n, ok := e.Details["retryAfter"].(int); ok && n > 0 {
+			retry = strconv.Itoa(n)
+		}
+		w.Header().Set("Retry-After", retry)
+		// Close the connection: a client opening many connections must not keep
+		// their descriptors, and a refused body need not be read.
+		w.Header().Set("Connection", "close")
 	}
+	failed(r, e.Code)
 	if e.Code == melonsync.EConflict && e.Details["reason"] == server.ReasonSchemaAhead {
 		w.Header().Set("Retry-After", strconv.Itoa(server.SchemaAheadRetry))
 	}
@@ -246,16 +294,19 @@ func (h *Handler) caller(r *http.Request) (server.Caller, error) {
 		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
 	}
 	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))
-	return c, nil
+	return c, h.gate(r, c)
 }
 
 // readBody reads the whole body (gunzipping it when Content-Encoding says gzip) up to
 // the limit. A body over the limit is drained (up to a bound) before the 413 is sent,
-// so that the client reads the answer instead of a reset connection.
-func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+// so that the client reads the answer instead of a reset connection. A body larger
+// than Limits.LargeBody takes a large-body slot first (503 when none frees up within
+// the wait); the returned func gives it back once the body is no longer needed.
+func (h *Handler) readBody(r *http.Request) ([]byte, func(), error) {
+	none := func() {}
 	limit := h.opts.MaxBodyBytes
 	if r.ContentLength > limit*4 {
-		return nil, tooLarge(limit)
+		return nil, none, tooLarge(limit)
 	}
 	var src io.Reader = r.Body
 	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))) {
@@ -263,26 +314,44 @@ func (h *Handler) readBody(r *http.Request) ([]byte, error) {
 	case "gzip":
 		zr, err := gzip.NewReader(r.Body)
 		if err != nil {
-			return nil, melonsync.Errorf(melonsync.EInvalid, "body is not valid gzip")
+			return nil, none, melonsync.Errorf(melonsync.EInvalid, "body is not valid gzip")
 		}
 		defer zr.Close()
 		src = zr
 	default:
-		return nil, melonsync.Errorf(melonsync.EInvalid, "unsupported Content-Encoding %q (use gzip or none)", r.Header.Get("Content-Encoding"))
+		return nil, none, melonsync.Errorf(melonsync.EInvalid, "unsupported Content-Encoding %q (use gzip or none)", r.Header.Get("Content-Encoding"))
 	}
 	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(src, limit+1))
-	if err != nil {
-		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, melonsync.Errorf(melonsync.EInvalid, "body is not valid gzip or was cut short")
+	release := none
+	small := h.gates.largeSize
+	if h.gates.large == nil || small >= limit {
+		small = limit
+	}
+	n, err := io.Copy(&buf, io.LimitReader(src, small+1))
+	if err == nil && n > small && small < limit {
+		// A large body: read the rest only with a slot, so that at most a few large
+		// bodies are held and decoded at once.
+		if err := take(r.Context(), h.gates.large, h.gates.wait, "large requests"); err != nil {
+			return nil, none, err
 		}
-		return nil, melonsync.Errorf(melonsync.EInvalid, "could not read the body: %v", err)
+		release = sync.OnceFunc(func() { <-h.gates.large })
+		var m int64
+		m, err = io.Copy(&buf, io.LimitReader(src, limit+1-n))
+		n += m
+	}
+	if err != nil {
+		release()
+		if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, none, melonsync.Errorf(melonsync.EInvalid, "body is not valid gzip or was cut short")
+		}
+		return nil, none, melonsync.Errorf(melonsync.EInvalid, "could not read the body: %v", err)
 	}
 	if n > limit {
+		release()
 		io.Copy(io.Discard, io.LimitReader(r.Body, limit*4))
-		return nil, tooLarge(limit)
+		return nil, none, tooLarge(limit)
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), release, nil
 }
 
 func tooLarge(limit int64) error {
@@ -296,12 +365,13 @@ func (h *Handler) pullPost(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	body, err := h.readBody(r)
+	body, done, err := h.readBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	p, err := server.DecodePull(body)
+	done()
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -319,7 +389,48 @@ func (h *Handler) pullPost(w http.ResponseWriter, r *http.Request) {
 	h.pull(w, r, c, p)
 }
 
+// pull answers a pull within the caller's and the server's bounds on pulls at once.
 func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
+	leave, err := h.gates.pulls.user(c.User)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer leave()
+	release, err := h.gates.pulls.global(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer release()
+	h.pullStarted(r, &p)
+	if h.opts.StreamPulls {
+		h.streamPull(w, r, c, p)
+		return
+	}
+	sp := &spool{max: h.opts.SpoolMemory, dir: h.opts.SpoolDir}
+	defer sp.Close()
+	ans := &spooledAnswer{sp: sp, gzipOK: acceptsGzip(r)}
+	err = h.svc.Pull(r.Context(), c, p, ans)
+	if err == nil {
+		err = ans.Close()
+	}
+	// The store is read: the global slot goes to the next pull while this answer
+	// is sent, however slowly the client reads (its user's slot stays taken).
+	release()
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.pullDone(r, c, &p)
+	if err := ans.send(w, h.opts.SendStall); err != nil && r.Context().Err() == nil {
+		h.log.Warn("pull: sending the answer failed", "err", err.Error())
+	}
+}
+
+// streamPull streams the answer from inside the store's read transaction
+// (Options.StreamPulls).
+func (h *Handler) streamPull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
 	out := newResponse(w, r)
 	if err := h.svc.Pull(r.Context(), c, p, out); err != nil {
 		if out.started {
@@ -330,6 +441,7 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		h.fail(w, r, err)
 		return
 	}
+	h.pullDone(r, c, &p)
 	if err := out.Close(); err != nil {
 		h.log.Warn("pull: writing the answer failed", "err", err.Error())
 	}
@@ -341,21 +453,30 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	body, err := h.readBody(r)
+	leave, err := h.gates.pushes.enter(r.Context(), c.User)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	defer leave()
+	body, done, err := h.readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer done()
 	p, err := server.DecodePush(h.svc.Schema(), body)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	body = nil
 	h.push(w, r, c, p)
 }
 
 func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, p *server.PushParams) {
 	resp, err := h.svc.Push(r.Context(), c, p)
+	h.pushDone(r, p, resp, err)
 	if err != nil {
 		if me := new(melonsync.Error); errors.As(err, &me) && me.Code == melonsync.EConflict {
 			n := 0
@@ -406,11 +527,18 @@ func (h *Handler) syncDocs(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at is required to push"))
 		return
 	}
-	body, err := h.readBody(r)
+	leave, err := h.gates.pushes.enter(r.Context(), c.User)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	defer leave()
+	body, done, err := h.readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	defer done()
 	p, err := server.DecodeChanges(h.svc.Schema(), body)
 	if err != nil {
 		h.fail(w, r, err)

@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
 )
 
-var secret = []byte("test-secret-0123456789abcdef")
+var secret = testutil.Secret
 
 type env struct {
 	t     *testing.T
@@ -37,13 +39,8 @@ func newEnv(t *testing.T, maxBody int64) *env {
 		t.Fatal(err)
 	}
 	h := storetest.NewHarness(t, store)
-	auth, err := mhttp.NewAuth(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth, MaxBodyBytes: maxBody}))
-	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, auth: auth, store: store}
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{MaxBodyBytes: maxBody})
+	return &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 }
 
 func (e *env) token(user string) string {

@@ -20,31 +20,24 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/melonsync/melonsync/internal/testutil"
 )
 
 // M is a JSON object of a scenario.
 type M = map[string]any
 
 var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-
 	setupOnce sync.Once
 	setupErr  error
 
-	binDir string
+	// buildBin is the melonsync binary, set by requireNode.
+	buildBin string
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "melonsync-interop-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	testutil.RemoveBinary()
 	os.Exit(code)
 }
 
@@ -65,18 +58,7 @@ func requireNode(t *testing.T) {
 	if setupErr != nil {
 		t.Fatal(setupErr)
 	}
-	buildOnce.Do(func() {
-		buildBin = filepath.Join(binDir, "melonsync")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/melonsync")
-		cmd.Dir = ".."
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/melonsync: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	buildBin = testutil.Binary(t)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -162,8 +144,6 @@ func (b *lockedBuffer) String() string {
 // errNoPostgres: the server refused a postgres:// store.
 var errNoPostgres = errors.New("melonsync serve refuses --db postgres://")
 
-var listeningRe = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
 // startServer runs "melonsync serve" and waits until it reports its address.
 func startServer(t *testing.T, db string, args ...string) (*server, error) {
 	t.Helper()
@@ -197,7 +177,7 @@ func (s *server) start(addr string, args ...string) error {
 		for sc.Scan() {
 			line := sc.Text()
 			s.log.Write([]byte(line + "\n"))
-			if m := listeningRe.FindStringSubmatch(line); m != nil && !sent {
+			if m := testutil.Listening.FindStringSubmatch(line); m != nil && !sent {
 				found <- m[1]
 				sent = true
 			}

@@ -10,15 +10,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/internal/testutil"
 )
 
 // syncClient speaks the sync protocol to one server over HTTP.
@@ -74,46 +72,11 @@ func (c *syncClient) push(ctx context.Context, lastPulledAt int64, changes melon
 	return &r, st, err
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// melonsyncBinary builds cmd/melonsync once per test run.
-func melonsyncBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "melonsync-pgtest")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "melonsync")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/melonsync/melonsync/cmd/melonsync").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// todoSchemaPath is the example schema file.
-func todoSchemaPath() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "examples", "todo", "schema.json")
-}
-
-var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
-
 // startServer runs "melonsync serve" on a free loopback port against db and returns
 // its base URL and process; it is stopped (SIGTERM, then killed) when t ends.
 func startServer(t testing.TB, db, secret string) (string, *os.Process) {
 	t.Helper()
-	cmd := exec.Command(melonsyncBinary(t), "serve", "--db", db, "--addr", "127.0.0.1:0", "--schema", todoSchemaPath())
+	cmd := exec.Command(testutil.Binary(t), "serve", "--db", db, "--addr", "127.0.0.1:0", "--schema", testutil.TodoSchemaPath())
 	cmd.Env = append(os.Environ(), "MELONSYNC_JWT_SECRET="+secret)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -135,7 +98,7 @@ func startServer(t testing.TB, db, secret string) (string, *os.Process) {
 				logBuf.WriteString(line + "\n") // all but routine request lines
 				logMu.Unlock()
 			}
-			if m := listening.FindStringSubmatch(line); m != nil {
+			if m := testutil.Listening.FindStringSubmatch(line); m != nil {
 				select {
 				case addr <- m[1]:
 				default:

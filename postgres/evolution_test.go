@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/melonsync/melonsync/postgres"
+	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 )
 
@@ -42,4 +43,18 @@ func TestRefusedUnique(t *testing.T) {
 	if why := resp.RejectedReasons["p2"]; why != `refused by the database: duplicate key value violates unique constraint "app_project_name"` {
 		t.Errorf("reason %q", why)
 	}
+}
+
+// TestSchemaEvolution: type changes and dropped tables or columns that hold data are
+// refused at start unless allowed; allowed, they are converted or dropped.
+func TestSchemaEvolution(t *testing.T) {
+	dsn := testDSN(t)
+	name := newSchemaName(t)
+	storetest.CheckSchemaEvolution(t, func() server.Store {
+		s, err := postgres.Open(context.Background(), dsn, postgres.WithSchema(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }

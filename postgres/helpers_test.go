@@ -2,48 +2,27 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/postgres"
 )
 
-// testDSN returns $MELONSYNC_TEST_POSTGRES, skipping the test when it is not set.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-	}
-	return dsn
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.RemoveBinary()
+	os.Exit(code)
 }
+
+// testDSN returns $MELONSYNC_TEST_POSTGRES, skipping the test when it is not set.
+func testDSN(t testing.TB) string { return testutil.PostgresDSN(t) }
 
 // newSchemaName returns a fresh PostgreSQL schema name, dropped (with everything in
 // it) when t ends, so that tests never see each other's tables.
 func newSchemaName(t testing.TB) string {
 	t.Helper()
-	dsn := testDSN(t)
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "melon_test_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Logf("drop schema %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`); err != nil {
-			t.Logf("drop schema %s: %v", name, err)
-		}
-	})
+	name, _ := testutil.PostgresSchema(t, testDSN(t), "melon_test")
 	return name
 }
 

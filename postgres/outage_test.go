@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,8 +18,8 @@ import (
 
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/postgres"
-	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 )
 
@@ -92,12 +91,8 @@ func outage(t *testing.T, app string, disrupt func(ctx context.Context, stop <-c
 		t.Fatal(err)
 	}
 	h := storetest.NewHarness(t, store)
-	auth, err := mhttp.NewAuth([]byte("outage-test-secret-0123456789"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(server.New(store, h.Schema), mhttp.Options{Auth: auth}))
-	defer srv.Close()
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{})
+	auth := srv.Auth
 	tok, _ := auth.Mint("alice", time.Hour)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

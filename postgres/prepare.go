@@ -4,22 +4,34 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/server"
 )
 
 // Prepare creates the tables of sch that are missing, adds missing columns and
-// indexes, and puts melonsync's triggers on every synced table. It never drops or
-// changes anything, and does no DDL at all when everything is in place (so starting
-// another process does not block traffic). Concurrent Prepares are serialized by an
-// advisory lock.
+// indexes, and puts melonsync's triggers on every synced table. It first checks what
+// the store holds against the schema (evolve.go): a column whose type changed, or a
+// table or column dropped from the schema that holds data, is refused with a
+// server.EvolveError unless SetSchemaChanges allows converting or dropping it. It
+// changes nothing else, and does no DDL at all when everything is in place (so
+// starting another process does not block traffic). Concurrent Prepares are
+// serialized by an advisory lock.
 func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:migrate:' || $1, 0))`, s.schema); err != nil {
+			return err
+		}
+		plan, err := s.planSchema(ctx, tx, sch)
+		if err != nil {
+			return err
+		}
+		if err := s.dropAndConvert(ctx, tx, plan, true); err != nil {
 			return err
 		}
 		for _, t := range sch.Tables {
@@ -27,8 +39,15 @@ func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
 				return fmt.Errorf("table %s: %w", t.Name, err)
 			}
 		}
-		return nil
+		if err := s.dropAndConvert(ctx, tx, plan, false); err != nil {
+			return err
+		}
+		return s.noteSchemaVersion(ctx, tx, sch.Version)
 	})
+	var ee *server.EvolveError
+	if errors.As(err, &ee) {
+		return err
+	}
 	if err != nil {
 		return wrap("prepare", err)
 	}

@@ -47,12 +47,14 @@ const DefaultReadTimeout = 15 * time.Minute
 
 // Store is the server store on one PostgreSQL schema.
 type Store struct {
-	pool        *pgxpool.Pool
+	pool        *pgxpool.Pool // pushes, purges, pings and our own tables
+	readPool    *pgxpool.Pool // pulls only: a pull never takes a push's connection
 	connCfg     *pgx.ConnConfig
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
 	instance    string                        // random id of this store: names its clock lock and settings
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
+	changes     server.SchemaChanges
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
@@ -65,6 +67,7 @@ type Store struct {
 type config struct {
 	schema           string
 	maxConns         int32
+	readConns        int32
 	statementTimeout time.Duration
 	readTimeout      time.Duration
 }
@@ -78,9 +81,15 @@ type Option func(*config)
 // server's default (usually public).
 func WithSchema(name string) Option { return func(c *config) { c.schema = name } }
 
-// WithMaxConns sets the pool size (default: the larger of 4 and the number of CPUs, or
-// the DSN's pool_max_conns).
+// WithMaxConns sets the size of the pool of writes (pushes, purges, health checks;
+// default: the larger of 4 and the number of CPUs, or the DSN's pool_max_conns).
 func WithMaxConns(n int32) Option { return func(c *config) { c.maxConns = n } }
+
+// WithReadConns sets the size of the separate pool that pulls use (default: the
+// same as the pool of writes). Pulls never wait for, nor take, a write's connection,
+// so pushes and health checks go on whatever pulls do. The server needs up to
+// MaxConns + ReadConns + 1 (live updates) connections.
+func WithReadConns(n int32) Option { return func(c *config) { c.readConns = n } }
 
 // WithStatementTimeout sets statement_timeout on every connection (default
 // DefaultStatementTimeout, or the DSN's statement_timeout; 0 turns it off).
@@ -122,12 +131,22 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if cfg.maxConns > 0 {
 		pcfg.MaxConns = cfg.maxConns
 	}
+	rcfg := pcfg.Copy()
+	if cfg.readConns > 0 {
+		rcfg.MaxConns = cfg.readConns
+	}
+	rcfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, wrap("connect", err)
 	}
+	readPool, err := pgxpool.NewWithConfig(ctx, rcfg)
+	if err != nil {
+		pool.Close()
+		return nil, wrap("connect", err)
+	}
 	base, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
+	s := &Store{pool: pool, readPool: readPool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
 	if err := s.migrate(ctx, cfg.schema); err != nil {
 		s.Close()
 		return nil, err
@@ -232,7 +251,7 @@ func (s *Store) migrate(ctx context.Context, schemaName string) error {
 // SchemaName returns the PostgreSQL schema that holds the store's tables.
 func (s *Store) SchemaName() string { return s.schema }
 
-// Pool returns the store's connection pool (for tools and tests).
+// Pool returns the store's pool of writes (for tools and tests).
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close stops Watch calls and closes the pool, waiting for connections in use to be
@@ -244,6 +263,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.stop()
 		s.watch.Wait()
+		s.readPool.Close()
 		s.pool.Close()
 	})
 	return nil
@@ -287,7 +307,7 @@ func (s *Store) Secret(ctx context.Context) ([]byte, error) {
 // Read runs fn in one REPEATABLE READ READ ONLY transaction: one snapshot of every
 // table, fixed by its first statement, which reads the clock.
 func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
-	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := s.begin(ctx, s.readPool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return err
 	}
@@ -354,7 +374,7 @@ func isRetryableAbort(err error) bool {
 }
 
 func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, locate bool) error {
-	tx, err := s.begin(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, err := s.begin(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return err
 	}
@@ -386,11 +406,11 @@ func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, lo
 
 // begin starts a transaction, retrying on another connection when the one taken from
 // the pool turns out to be dead (nothing has been done yet, so this is always safe).
-func (s *Store) begin(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+func (s *Store) begin(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions) (pgx.Tx, error) {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var tx pgx.Tx
-		tx, err = s.pool.BeginTx(ctx, opts)
+		tx, err = pool.BeginTx(ctx, opts)
 		if err == nil {
 			return tx, nil
 		}
@@ -439,7 +459,7 @@ func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error
 
 // retryTx runs fn in a READ COMMITTED transaction.
 func (s *Store) retryTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	tx, err := s.begin(ctx, pgx.TxOptions{})
+	tx, err := s.begin(ctx, s.pool, pgx.TxOptions{})
 	if err != nil {
 		return err
 	}

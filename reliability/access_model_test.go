@@ -14,6 +14,7 @@ package reliability_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -194,6 +195,7 @@ func runAccessModel(t *testing.T, name string, defaultHistories int, st *accessS
 			"intrude":    h.intrude,
 			"update":     h.update,
 			"move":       h.move,
+			"move2":      h.move,
 			"delete":     h.deleteRow,
 			"writeTag":   h.writeTag,
 			"sync":       h.sync,
@@ -222,7 +224,7 @@ func runAccessModel(t *testing.T, name string, defaultHistories int, st *accessS
 		total += c
 	}
 	sort.Strings(kinds)
-	msg := fmt.Sprintf("access model test (%s): %d histories, %d actions, %d syncs (%d failed), %d pushes checked (%d records refused), %d pulls checked, %d grants and %d revocations pulled, %d moves, %d backend SQL writes, %d events checked, %d faults [%s]; %s",
+	msg := fmt.Sprintf("access model test (%s): %d histories, %d actions, %d syncs (%d failed), %d pushes checked (%d records refused), %d pulls checked, %d records pulled as created (grants among them), %d revocations pulled, %d moves, %d backend SQL writes, %d events checked, %d faults [%s]; %s",
 		name, st.histories, st.actions, st.syncs, st.failedSyncs, st.pushes, st.refused, st.pulls, st.grants, st.revocations, st.moves, st.sqlWrites, st.events, total, strings.Join(kinds, "; "), time.Since(start).Round(time.Millisecond))
 	if st.noBackend {
 		msg += " (this store does not sync plain SQL writes: no backend writes)"
@@ -262,6 +264,33 @@ type accessHistory struct {
 	// published: user → versions the user may be told of (events).
 	published map[string]map[int64]bool
 	events    map[string][]int64
+	// applied counts the pushes that wrote something.
+	applied int
+	// log is every push, pull and SQL write, in order, for failure messages.
+	log []string
+}
+
+// logf notes a step of the history; the caller holds h.mu.
+func (h *accessHistory) logf(format string, args ...any) {
+	h.log = append(h.log, fmt.Sprintf(format, args...))
+}
+
+// story returns the log lines that name id, and writes the whole log to a file
+// whose name it gives.
+func (h *accessHistory) story(id string) string {
+	var b, all strings.Builder
+	for i, l := range h.log {
+		fmt.Fprintf(&all, "%d: %s\n", i, l)
+		if strings.Contains(l, id) {
+			fmt.Fprintf(&b, "  %d: %s\n", i, l)
+		}
+	}
+	if f, err := os.CreateTemp("", "melonsync-access-model-*.log"); err == nil {
+		f.WriteString(all.String())
+		f.Close()
+		fmt.Fprintf(&b, "  (the whole history: %s)\n", f.Name())
+	}
+	return b.String()
 }
 
 func newAccessHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store, error), backend backendSQL, st *accessStats) *accessHistory {
@@ -557,6 +586,8 @@ func (h *accessHistory) applyPush(ci int, user string, changes melonsync.Changes
 	}
 	h.lastRefused[ci] = got
 	h.st.refused += len(got)
+	cb, _ := json.Marshal(changes)
+	h.logf("push by client %d (%s) at %d: %s; refused %v", ci, user, version, cb, keys(got))
 	for key := range got {
 		if !want[key] {
 			h.fail("push %d of client %d (%s): the server refused %s, which the rules allow\n%s", version, ci, user, key, h.describe(changes))
@@ -614,6 +645,7 @@ func (h *accessHistory) applyPush(ci int, user string, changes melonsync.Changes
 		}
 	}
 	if len(ops) > 0 {
+		h.applied++
 		h.publish(version, audience)
 	}
 }
@@ -658,6 +690,7 @@ func (h *accessHistory) checkPull(ci int, user string, body []byte, lastPulledAt
 		h.fail("client %d: pull answer is not JSON: %v", ci, err)
 		return
 	}
+	h.logf("pull by client %d (%s) since %d → %d: %s", ci, user, lastPulledAt, pr.Timestamp, summarize(pr))
 	for table, tc := range pr.Changes {
 		seen := map[string]bool{}
 		for kind, recs := range map[string][]melonsync.RawRecord{"created": tc.Created, "updated": tc.Updated} {
@@ -725,6 +758,15 @@ func (r *accessRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(answer))
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(answer))
+		if err != nil {
+			return nil, err
+		}
+		if answer, err = io.ReadAll(zr); err != nil {
+			return nil, err
+		}
+	}
 	h := r.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -981,6 +1023,7 @@ func (h *accessHistory) sqlWrite(what, table, id string, apply func(), query str
 		h.rt.Fatalf("backend %s: %s: %v", what, query, err)
 	}
 	h.st.sqlWrites++
+	h.logf("backend SQL on %s#%s: %s %v", table, id, query, args)
 	var before map[string]any
 	if r := h.rows[table][id]; r != nil && !r.deleted {
 		before = r.vals
@@ -1117,6 +1160,9 @@ func (h *accessHistory) runSync(rt *rapid.T, c *modelClient, op string, f fault)
 // records the server refuses.
 func (h *accessHistory) settle() {
 	for round := 0; round < 8; round++ {
+		h.mu.Lock()
+		applied := h.applied
+		h.mu.Unlock()
 		pending := false
 		for _, c := range h.clients {
 			var err error
@@ -1133,7 +1179,12 @@ func (h *accessHistory) settle() {
 				pending = true
 			}
 		}
-		if !pending && round > 0 {
+		h.mu.Lock()
+		quiet := h.applied == applied
+		h.mu.Unlock()
+		// Done when a whole round of syncs wrote nothing: every device has pulled
+		// every write.
+		if !pending && quiet {
 			return
 		}
 	}
@@ -1226,17 +1277,17 @@ func (h *accessHistory) check() {
 							continue
 						}
 						if want[t][id] == nil {
-							rt.Fatalf("client %d (%s) holds %s (%v), which %s may not read (teams %v)", c.idx, user, key, r, user, keys(h.teamsOf(user)))
+							rt.Fatalf("client %d (%s) holds %s (%v), which %s may not read (teams %v)\n%s", c.idx, user, key, r, user, keys(h.teamsOf(user)), h.story(id))
 						}
 						for col, v := range want[t][id] {
 							if !reflect.DeepEqual(r[col], v) {
-								rt.Fatalf("client %d: %s.%s = %#v, the model (and server) %#v", c.idx, key, col, r[col], v)
+								rt.Fatalf("client %d: %s.%s = %#v, the model (and server) %#v\n%s", c.idx, key, col, r[col], v, h.story(id))
 							}
 						}
 					}
 					for id := range want[t] {
 						if !have[id] {
-							rt.Fatalf("client %d (%s) lacks %s#%s, which %s may read", c.idx, user, t, id, user)
+							rt.Fatalf("client %d (%s) lacks %s#%s, which %s may read\n%s", c.idx, user, t, id, user, h.story(id))
 						}
 					}
 				}
@@ -1269,5 +1320,26 @@ func keys64(m map[int64]bool) []int64 {
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// summarize lists a pull answer's ids: table{c:created u:updated d:deleted}.
+func summarize(pr melonsync.PullResponse) string {
+	var parts []string
+	for _, t := range accessTables {
+		tc := pr.Changes[t]
+		if tc == nil || len(tc.Created)+len(tc.Updated)+len(tc.Deleted) == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s{c:%v u:%v d:%v}", t, ids(tc.Created), ids(tc.Updated), tc.Deleted))
+	}
+	return strings.Join(parts, " ")
+}
+
+func ids(recs []melonsync.RawRecord) []string {
+	out := make([]string, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, fmt.Sprint(r["id"]))
+	}
 	return out
 }

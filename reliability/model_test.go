@@ -2,13 +2,10 @@ package reliability_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"pgregory.net/rapid"
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -61,31 +58,14 @@ func TestModelSQLite(t *testing.T) {
 }
 
 func TestModelPostgres(t *testing.T) {
-	dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-	}
+	dsn := testutil.PostgresDSN(t)
 	st := &stats{faults: map[fault]int{}}
 	runModel(t, "postgres", 60, st, func(rt *rapid.T) func() (server.Store, error) {
-		b := make([]byte, 6)
-		rand.Read(b)
-		name := "melon_model_" + hex.EncodeToString(b)
-		rt.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if conn, err := pgx.Connect(ctx, dsn); err == nil {
-				conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`)
-				conn.Close(ctx)
-			}
-		})
-		u, err := url.Parse(dsn)
-		if err != nil {
-			rt.Fatal(err)
+		_, schemaDSN := testutil.PostgresSchema(rt, dsn, "melon_model")
+		if schemaDSN == "" {
+			rt.Fatal("MELONSYNC_TEST_POSTGRES is not a postgres:// URL")
 		}
-		q := u.Query()
-		q.Set("search_path", name)
-		u.RawQuery = q.Encode()
-		return func() (server.Store, error) { return postgres.Open(context.Background(), u.String()) }
+		return func() (server.Store, error) { return postgres.Open(context.Background(), schemaDSN) }
 	})
 }
 

@@ -213,19 +213,20 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 		// Every readable row (first sync, replacement, a table new to the client).
 		isCreated := func(r *Row) bool { return createdRule(c, r, since, migTable) }
 		f := Filter{Groups: now}
-		enc.raw(`{"created":[`)
+		enc.openCreated()
 		if !c.CreatedAsUpdated {
 			if err := scanRecords(tx, t, cols, f, enc, isCreated); err != nil {
 				return err
 			}
 		}
-		enc.raw(`],"updated":[`)
+		enc.openUpdated()
 		if c.CreatedAsUpdated || !(since == 0 || migTable) {
 			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return c.CreatedAsUpdated || !isCreated(r) }); err != nil {
 				return err
 			}
 		}
-		enc.raw(`],"deleted":[]}`)
+		enc.openDeleted()
+		enc.raw(`]}`)
 		return nil
 	}
 
@@ -290,11 +291,11 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 			return !judged && grant(r) == want
 		})
 	}
-	enc.raw(`{"created":[`)
+	enc.openCreated()
 	if err := write(sendCreated); err != nil {
 		return err
 	}
-	enc.raw(`],"updated":[`)
+	enc.openUpdated()
 	if err := write(sendUpdated); err != nil {
 		return err
 	}
@@ -306,14 +307,14 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 			return err
 		}
 	}
-	enc.raw(`],"deleted":[`)
+	enc.openDeleted()
 	first := true
 	for _, id := range deleted {
 		if !first {
 			enc.byte(',')
 		}
 		first = false
-		enc.str(id)
+		enc.id(id)
 	}
 	// 3. Revocations: rows of the groups left since that did not change since.
 	if left := diff(m.then, m.now); len(left) > 0 {

@@ -16,7 +16,17 @@ type encoder struct {
 	last byte
 	err  error
 	buf  []byte
+	// counts tallies what record writes, by the section set in kind (for PullStats).
+	kind   int
+	counts [3]int
 }
+
+// Sections of a table's changes, for encoder.kind.
+const (
+	kindCreated = iota
+	kindUpdated
+	kindDeleted
+)
 
 func newEncoder(w io.Writer) *encoder {
 	return &encoder{w: bufio.NewWriterSize(w, 32<<10), buf: make([]byte, 0, 64)}
@@ -52,6 +62,18 @@ func (e *encoder) int(n int64) { e.bytes(strconv.AppendInt(e.buf[:0], n, 10)) }
 
 func (e *encoder) str(s string) { e.bytes(AppendString(e.buf[:0], s)) }
 
+// openCreated, openUpdated and openDeleted start a table's sections; what record and
+// id write next is counted under that section.
+func (e *encoder) openCreated() { e.raw(`{"created":[`); e.kind = kindCreated }
+func (e *encoder) openUpdated() { e.raw(`],"updated":[`); e.kind = kindUpdated }
+func (e *encoder) openDeleted() { e.raw(`],"deleted":[`); e.kind = kindDeleted }
+
+// id writes a deleted record's id.
+func (e *encoder) id(s string) {
+	e.counts[kindDeleted]++
+	e.str(s)
+}
+
 func (e *encoder) flush() error {
 	if e.err != nil {
 		return e.err
@@ -62,6 +84,7 @@ func (e *encoder) flush() error {
 // record writes {"id":…,"col":…} with nulls of non-optional columns replaced by the
 // column's default (rows written before a column existed hold NULL).
 func (e *encoder) record(r *Row, cols []schema.Column) {
+	e.counts[e.kind]++
 	b := append(e.buf[:0], `{"id":`...)
 	b = AppendString(b, r.ID)
 	for i := range cols {

@@ -48,7 +48,24 @@ type PullParams struct {
 	SchemaVersion int
 	// Migration lists what the client's schema gained since its last sync (nil: none).
 	Migration *melonsync.Migration
+	// Replacement asks for a replacement answer even when an incremental one is
+	// possible (an operator forced it for this device).
+	Replacement bool
+	// Stats, when set, is filled in by a successful Pull.
+	Stats *PullStats
 }
+
+// PullStats is what a pull answered, for the sync log.
+type PullStats struct {
+	Timestamp int64
+	// Strategy is "replacement" or "" (a migration pull is told by its params).
+	Strategy string
+	// Tables counts the records sent per table.
+	Tables map[string]TableCounts
+}
+
+// TableCounts counts the records of one table by kind.
+type TableCounts struct{ Created, Updated, Deleted int }
 
 // Pull writes the JSON answer to a pull ({"changes": …, "timestamp": …}) to w,
 // streaming it from one consistent snapshot of the store. A schema version that is
@@ -97,7 +114,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 		}
 		since := p.LastPulledAt
 		strategy := ""
-		if since > clock {
+		if p.Replacement && since > 0 {
+			strategy = melonsync.StrategyReplacement
+		} else if since > clock {
 			// A lastPulledAt this server never handed out (say, the database was
 			// restored from a backup): only a replacement answer is correct.
 			strategy = melonsync.StrategyReplacement
@@ -117,8 +136,15 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			}
 			enc.str(t.Name)
 			enc.raw(`:`)
+			enc.counts = [3]int{}
 			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
 				return err
+			}
+			if p.Stats != nil && enc.counts != [3]int{} {
+				if p.Stats.Tables == nil {
+					p.Stats.Tables = map[string]TableCounts{}
+				}
+				p.Stats.Tables[t.Name] = TableCounts{enc.counts[kindCreated], enc.counts[kindUpdated], enc.counts[kindDeleted]}
 			}
 			if enc.err != nil {
 				return enc.err
@@ -131,6 +157,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			enc.str(strategy)
 		}
 		enc.raw("}")
+		if p.Stats != nil {
+			p.Stats.Timestamp, p.Stats.Strategy = clock, strategy
+		}
 		return enc.flush()
 	})
 	if err != nil && !errors.As(err, new(*melonsync.Error)) {
@@ -183,13 +212,13 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 	if !whole {
 		live.After = since
 	}
-	enc.raw(`{"created":[`)
+	enc.openCreated()
 	if !c.CreatedAsUpdated {
 		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return isCreated(r) }); err != nil {
 			return err
 		}
 	}
-	enc.raw(`],"updated":[`)
+	enc.openUpdated()
 	if c.CreatedAsUpdated || !(since == 0 || migTable) {
 		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return c.CreatedAsUpdated || !isCreated(r) }); err != nil {
 			return err
@@ -204,7 +233,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 			return err
 		}
 	}
-	enc.raw(`],"deleted":[`)
+	enc.openDeleted()
 	if since > 0 && !migTable && !replacement {
 		f := scope
 		f.Deleted = true
@@ -268,7 +297,7 @@ func scanIDs(tx ReadTx, t *schema.Table, f Filter, enc *encoder, keep func(*Row)
 			enc.byte(',')
 		}
 		first = false
-		enc.str(r.ID)
+		enc.id(r.ID)
 		return enc.err
 	})
 }

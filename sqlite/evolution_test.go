@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
 )
@@ -65,4 +66,17 @@ func TestRefusedUnique(t *testing.T) {
 	if why := resp.RejectedReasons["p2"]; why != "refused by the database: UNIQUE constraint failed: projects.name" {
 		t.Errorf("reason %q", why)
 	}
+}
+
+// TestSchemaEvolution: type changes and dropped tables or columns that hold data are
+// refused at start unless allowed; allowed, they are converted or dropped.
+func TestSchemaEvolution(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.db")
+	storetest.CheckSchemaEvolution(t, func() server.Store {
+		s, err := sqlite.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }

@@ -32,8 +32,9 @@ type Store struct {
 	writer *sql.DB
 	reader *sql.DB
 
-	mu     sync.RWMutex
-	schema *schema.Schema
+	mu      sync.RWMutex
+	schema  *schema.Schema
+	changes server.SchemaChanges
 
 	// Now returns the current time; versions are milliseconds since the epoch,
 	// bumped to stay strictly increasing.
@@ -90,6 +91,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_usr" ON "__melon_moves" ("tbl", "from_usr", "version") WHERE "from_usr" <> ''`,
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_to_usr" ON "__melon_moves" ("tbl", "to_usr", "version") WHERE "to_usr" <> ''`,
 	}
+	stmts = append(stmts, adminTables...)
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)
@@ -122,78 +124,6 @@ func sqlType(t schema.Type) string {
 	default:
 		return "INTEGER"
 	}
-}
-
-// Prepare creates the tables of sch and adds columns that are missing. Our own columns
-// start with "__", which no schema name may.
-func (s *Store) Prepare(ctx context.Context, sch *schema.Schema) error {
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	defer tx.Rollback()
-	for _, t := range sch.Tables {
-		q := quote(t.Name)
-		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+q+` (
-			"id" TEXT PRIMARY KEY NOT NULL,
-			"__owner" TEXT NOT NULL,
-			"__version" INTEGER NOT NULL,
-			"__created_version" INTEGER NOT NULL,
-			"__created_device" TEXT NOT NULL DEFAULT '',
-			"__device" TEXT NOT NULL DEFAULT '',
-			"__deleted" INTEGER NOT NULL DEFAULT 0)`)
-		if err != nil {
-			return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
-		}
-		have := map[string]bool{}
-		rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, t.Name)
-		if err != nil {
-			return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
-		}
-		for rows.Next() {
-			var n string
-			if err := rows.Scan(&n); err != nil {
-				rows.Close()
-				return err
-			}
-			have[n] = true
-		}
-		rows.Close()
-		for _, c := range t.Columns {
-			if have[c.Name] {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `ALTER TABLE `+q+` ADD COLUMN `+quote(c.Name)+` `+sqlType(c.Type)); err != nil {
-				return fmt.Errorf("sqlite: prepare %s.%s: %w", t.Name, c.Name, err)
-			}
-		}
-		idx := []string{
-			`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`,
-		}
-		if r := t.Rule; r.Kind == schema.GroupRule && r.By != "id" {
-			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__group_version")+` ON `+q+` (`+quote(r.By)+`, "__deleted", "__version")`)
-		}
-		if g := t.Rule.MembersOf; g != nil {
-			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__user_version")+` ON `+q+` (`+quote(g.UserCol)+`, "__deleted", "__version")`)
-		}
-		for _, c := range t.Columns {
-			if c.IsIndexed {
-				idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)
-			}
-		}
-		for _, stmt := range idx {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("sqlite: prepare %s: %w", t.Name, err)
-			}
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
-	}
-	s.mu.Lock()
-	s.schema = sch
-	s.mu.Unlock()
-	return nil
 }
 
 // Secret returns the JWT secret kept in the file, generating it on first use.

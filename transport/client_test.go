@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,30 +22,15 @@ import (
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
-	"github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/server/storetest"
-	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/transport"
 )
 
 // ctServer runs the real server (SQLite store, todo schema) on 127.0.0.1.
 func ctServer(t *testing.T) (url string, auth *mhttp.Auth) {
 	t.Helper()
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "server.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sch := storetest.TodoSchema(t)
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		t.Fatal(err)
-	}
-	auth, err = mhttp.NewAuth([]byte("client-test-secret-0123456789"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth}))
-	t.Cleanup(func() { srv.Close(); store.Close() })
-	return srv.URL, auth
+	srv := testutil.NewStoreServer(t, testutil.SQLiteStore(t, t.TempDir()), testutil.TodoSchema(t), mhttp.Options{})
+	return srv.URL, srv.Auth
 }
 
 func ctToken(t *testing.T, auth *mhttp.Auth, user string) string {

@@ -3,13 +3,13 @@ package transport_test
 import (
 	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
@@ -46,13 +46,8 @@ func ctPolicyServer(t *testing.T) (*storetest.Harness, string, *mhttp.Auth) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := mhttp.NewAuth([]byte("client-test-secret-0123456789"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth}))
-	t.Cleanup(srv.Close)
-	return h, srv.URL, auth
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{})
+	return h, srv.URL, srv.Auth
 }
 
 // A hook's refusal reaches the Go client's sync log with its reason, and the record

@@ -3,18 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 )
 
 // crashCycles is how many times each crash test kills the server
@@ -39,34 +34,6 @@ func crashCycles(t *testing.T) int {
 	}
 	return 15
 }
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// melonsyncBinary builds the command once per test run.
-func melonsyncBinary(t *testing.T) string {
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "melonsync-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "melonsync")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 // serverProc is a running "melonsync serve" process.
 type serverProc struct {
@@ -101,7 +68,7 @@ func startServeProc(t *testing.T, bin, secret string, args ...string) *serverPro
 		sent := false
 		for sc.Scan() {
 			line := sc.Text()
-			if m := listenRE.FindStringSubmatch(line); m != nil && !sent {
+			if m := testutil.Listening.FindStringSubmatch(line); m != nil && !sent {
 				addr <- m[1]
 				sent = true
 			}
@@ -180,36 +147,18 @@ func TestCrashSQLite(t *testing.T) {
 }
 
 func TestCrashPostgres(t *testing.T) {
-	dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
+	_, dsn := testutil.PostgresSchema(t, testutil.PostgresDSN(t), "melon_crash")
 	if dsn == "" {
-		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
+		t.Fatal("MELONSYNC_TEST_POSTGRES is not a postgres:// URL")
 	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schemaName := "melon_crash_" + hex.EncodeToString(b)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, dsn); err == nil {
-			conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+schemaName+`" CASCADE`)
-			conn.Close(ctx)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schemaName)
-	u.RawQuery = q.Encode()
-	runCrash(t, "postgres", u.String())
+	runCrash(t, "postgres", dsn)
 }
 
 func runCrash(t *testing.T, name, db string) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
-	bin := melonsyncBinary(t)
+	bin := testutil.Binary(t)
 	secret := "crash-test-secret-0123456789abcdef"
 	auth, err := mhttp.NewAuth([]byte(secret))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/melonsync/melonsync/admin"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
@@ -27,12 +28,23 @@ type ServeMain struct {
 	AccessPath     string
 	MaxBody        int64
 	Retention      time.Duration
-	LogFormat      string
-	MetricsAddr    string
-	HookURL        string
-	HookSecret     string
-	HookTimeout    time.Duration
-	HookTables     string
+	// AllowDrop and Convert say what to do with data the schema no longer describes.
+	AllowDrop   bool
+	Convert     bool
+	LogFormat   string
+	MetricsAddr string
+	AdminToken  string
+	Dev         bool
+	SyncLogMax  int
+	SyncLogAge  time.Duration
+	Rate        RateFlags
+	Limits      mhttp.Limits
+	SpoolDir    string
+	ReadConns   int
+	HookURL     string
+	HookSecret  string
+	HookTimeout time.Duration
+	HookTables  string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -58,21 +70,47 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.StringVar(&m.MigrationsPath, "migrations", "", "migrations JSON file (else the schema file's \"migrations\" key)")
 	fs.StringVar(&m.AccessPath, "access", "", "access rules JSON file (SPEC §6; replaces the schema file's \"access\" key)")
 	fs.Int64Var(&m.MaxBody, "max-body", mhttp.DefaultMaxBodyBytes, "largest request body accepted, in bytes (after gunzip)")
+	fs.BoolVar(&m.AllowDrop, "allow-drop", false, "drop the tables and columns that the schema no longer has from the store, with their data (else start is refused when they hold data)")
+	fs.BoolVar(&m.Convert, "convert", false, "convert the values of columns whose type changed in the schema (else start is refused when they hold data)")
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.AdminToken, "admin-token", "", "turns on the admin dashboard at /admin/ and its API at /admin/api/, for this token (off when empty)")
+	fs.BoolVar(&m.Dev, "dev", false, "development mode: the admin API can mint user tokens")
+	fs.IntVar(&m.SyncLogMax, "sync-log-max-entries", admin.DefaultLogMaxEntries, "how many sync log entries (one per pull and push) the store keeps (0: no sync log)")
+	fs.DurationVar(&m.SyncLogAge, "sync-log-max-age", admin.DefaultLogMaxAge, "how long sync log entries are kept")
+	m.Rate.define(fs)
+	d := mhttp.DefaultLimits
+	fs.IntVar(&m.Limits.PullsPerUser, "max-pulls-per-user", d.PullsPerUser, "pulls of one user at once (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Pulls, "max-pulls", d.Pulls, "pulls reading the store at once, all users (others wait up to --limit-wait, then 503)")
+	fs.IntVar(&m.Limits.PushesPerUser, "max-pushes-per-user", d.PushesPerUser, "pushes of one user at once (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Pushes, "max-pushes", d.Pushes, "pushes at once, all users (others wait up to --limit-wait, then 503)")
+	fs.IntVar(&m.Limits.StreamsPerUser, "max-streams-per-user", d.StreamsPerUser, "open event streams of one user (429 beyond; -1: no bound)")
+	fs.IntVar(&m.Limits.Streams, "max-streams", d.Streams, "open event streams, all users (503 beyond)")
+	fs.IntVar(&m.Limits.LargeBodies, "max-large-bodies", d.LargeBodies, "request bodies over --large-body read and decoded at once (others wait up to --limit-wait, then 503)")
+	fs.Int64Var(&m.Limits.LargeBody, "large-body", d.LargeBody, "size in bytes (after gunzip) from which a request body counts as large")
+	fs.DurationVar(&m.Limits.Wait, "limit-wait", d.Wait, "how long a request waits for a free slot before it is refused with 503")
+	fs.StringVar(&m.SpoolDir, "spool-dir", "", "directory for pull answers over 1 MiB while they are sent (default: the system's temporary directory)")
+	fs.IntVar(&m.ReadConns, "read-conns", 0, "PostgreSQL: connections of the pool that pulls use, apart from the writes' pool (default: the size of the writes' pool)")
 	fs.StringVar(&m.HookURL, "hook-url", getenv("MELONSYNC_HOOK_URL"), "POST every push to this URL of the app's backend before it is written (env MELONSYNC_HOOK_URL; see docs/conflicts.md)")
 	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
 	fs.DurationVar(&m.HookTimeout, "hook-timeout", mhttp.DefaultHookTimeout, "how long a push waits for the hook before answering 503")
 	fs.StringVar(&m.HookTables, "hook-tables", getenv("MELONSYNC_HOOK_TABLES"), "comma-separated tables the hook sees (default: every table; env MELONSYNC_HOOK_TABLES)")
+	envFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return fmt.Errorf("serve: %w", err)
 	}
 	if err := m.checkHookFlags(); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if m.Limits.Wait <= 0 || m.Limits.LargeBody <= 0 || m.ReadConns < 0 {
+		return errors.New("serve: --limit-wait and --large-body must be positive, --read-conns not negative")
 	}
 	if m.SchemaPath == "" {
 		fs.Usage()
@@ -84,7 +122,13 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	if m.MaxBody <= 0 {
 		return errors.New("serve: --max-body must be positive")
 	}
-	return nil
+	if m.SyncLogMax < 0 || m.SyncLogAge <= 0 {
+		return errors.New("serve: --sync-log-max-entries must be 0 or more and --sync-log-max-age positive")
+	}
+	if m.AdminToken != "" && len(m.AdminToken) < 16 {
+		return errors.New("serve: --admin-token must be at least 16 characters (e.g. openssl rand -hex 32)")
+	}
+	return m.Rate.check()
 }
 
 func (m *ServeMain) logger() *slog.Logger {
@@ -106,12 +150,15 @@ func (m *ServeMain) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	store, err := openStore(m.DB)
+	store, err := openStore(m.DB, m.ReadConns)
 	if err != nil {
 		return err
 	}
 	m.store = store
 	defer m.Close()
+	if sp, ok := store.(server.SchemaPreparer); ok {
+		sp.SetSchemaChanges(server.SchemaChanges{Drop: m.AllowDrop, Convert: m.Convert})
+	}
 	if err := store.Prepare(ctx, sch); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -130,7 +177,19 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err := m.setHook(svc); err != nil {
 		return err
 	}
-	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log}
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
+	if as, ok := store.(admin.Store); ok {
+		opts.Devices = as
+		if m.SyncLogMax > 0 {
+			opts.SyncLog = admin.NewLog(as, admin.LogOptions{MaxEntries: m.SyncLogMax, MaxAge: m.SyncLogAge, Logger: log})
+			opts.SyncLog.Start()
+			defer opts.SyncLog.Close() // after the server stopped: the last entries are written
+		}
+		if m.AdminToken != "" {
+			opts.Admin = &mhttp.AdminOptions{Token: m.AdminToken, Store: as, Log: opts.SyncLog, Dev: m.Dev}
+			log.Info("admin dashboard on", "path", "/admin/", "dev", m.Dev)
+		}
+	}
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
@@ -143,7 +202,8 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		defer msrv.Shutdown(context.Background())
 		log.Info("metrics", "url", "http://"+msrv.Addr().String()+"/metrics")
 	}
-	h := mhttp.NewHandler(svc, opts)
+	var h http.Handler = mhttp.NewHandler(svc, opts)
+	h = m.Rate.wrap(h, auth)
 	srv, err := mhttp.Listen(m.Addr, h)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)

@@ -13,11 +13,16 @@ import (
 
 // openStore opens the store named by --db: a postgres:// or postgresql:// URL, or a
 // SQLite file path (the default).
-func openStore(db string) (server.Store, error) {
+// readConns sizes PostgreSQL's pool of pulls (0: its default).
+func openStore(db string, readConns int) (server.Store, error) {
 	if isPostgres(db) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		s, err := postgres.Open(ctx, db)
+		var opts []postgres.Option
+		if readConns > 0 {
+			opts = append(opts, postgres.WithReadConns(int32(readConns)))
+		}
+		s, err := postgres.Open(ctx, db, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("--db %s: %w", redact(db), err)
 		}

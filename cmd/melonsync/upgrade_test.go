@@ -12,6 +12,7 @@ import (
 	"time"
 
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 )
 
 // writeSchemaV4 writes the todo schema at version 4: version 3 plus a "tags" table.
@@ -46,7 +47,7 @@ func writeSchemaV4(t *testing.T) string {
 // new process serves it everything, and version-3 clients keep syncing on both.
 func TestRollingUpgradePostgres(t *testing.T) {
 	dsn, _ := pgDSN(t)
-	bin := melonsyncBinary(t)
+	bin := testutil.Binary(t)
 	secret := "upgrade-test-secret-0123456789abcdef"
 	v3 := startServeProc(t, bin, secret, "--db", dsn, "--schema", "../../examples/todo/schema.json")
 	v4 := startServeProc(t, bin, secret, "--db", dsn, "--schema", writeSchemaV4(t))

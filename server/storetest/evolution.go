@@ -2,12 +2,15 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -94,4 +97,166 @@ func CheckRefusedRecords(t *testing.T, h *Harness, constraintWord string) {
 	if len(resp.RejectedIDs) != 0 {
 		t.Errorf("a push that breaks nothing was refused: %v", resp.RejectedIDs)
 	}
+}
+
+// evolveSchema returns the todo schema (hand-written form, no migrations) at version
+// v with edit applied to its tables.
+func evolveSchema(t *testing.T, v int, edit func(tables map[string]map[string]any)) *schema.Schema {
+	t.Helper()
+	tables := map[string]map[string]any{
+		"projects": {"name": map[string]any{"type": "string"}, "is_favorite": map[string]any{"type": "boolean"}, "position": map[string]any{"type": "number"}},
+		"tasks": {"project_id": map[string]any{"type": "string", "isIndexed": true}, "name": map[string]any{"type": "string"},
+			"is_done": map[string]any{"type": "boolean"}, "position": map[string]any{"type": "number"},
+			"description": map[string]any{"type": "string", "isOptional": true}},
+		"comments": {"task_id": map[string]any{"type": "string", "isIndexed": true}, "body": map[string]any{"type": "string"}},
+	}
+	if edit != nil {
+		edit(tables)
+	}
+	var out []map[string]any
+	for _, name := range []string{"projects", "tasks", "comments", "tags"} {
+		cols, ok := tables[name]
+		if !ok {
+			continue
+		}
+		var list []map[string]any
+		for _, cn := range sortedKeys(cols) {
+			c := map[string]any{"name": cn}
+			for k, v := range cols[cn].(map[string]any) {
+				c[k] = v
+			}
+			list = append(list, c)
+		}
+		out = append(out, map[string]any{"name": name, "columns": list})
+	}
+	b, _ := json.Marshal(map[string]any{"version": v, "tables": out})
+	s, err := schema.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sortedKeys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// CheckSchemaEvolution checks what a store does at start with a schema that no
+// longer matches its data. open opens the same store again each time (the caller
+// closes it when the test ends).
+func CheckSchemaEvolution(t *testing.T, open func() server.Store) {
+	ctx := context.Background()
+	prepare := func(s *schema.Schema, c server.SchemaChanges) (server.Store, error) {
+		t.Helper()
+		st := open()
+		st.(server.SchemaPreparer).SetSchemaChanges(c)
+		return st, st.Prepare(ctx, s)
+	}
+	base := TodoSchema(t)
+	st, err := prepare(base, server.SchemaChanges{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Harness{T: t, Svc: server.New(st, base), Store: st, Schema: base}
+	t0 := h.PullFrom("alice", "a", 0).Timestamp
+	h.MustPush("alice", "a", t0, `{"projects":{"created":[{"id":"p1","name":"A","is_favorite":true,"position":3},{"id":"p2","name":"B","position":2.5}]},
+		"comments":{"created":[{"id":"c1","body":"hi"}]}}`)
+	t1 := h.PullFrom("alice", "a", t0).Timestamp
+	st.Close()
+
+	// A type change is refused, naming the column and the flag.
+	retyped := evolveSchema(t, 3, func(tb map[string]map[string]any) {
+		tb["projects"]["position"] = map[string]any{"type": "string"}
+	})
+	st, err = prepare(retyped, server.SchemaChanges{})
+	st.Close()
+	var ee *server.EvolveError
+	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "projects.position") || !strings.Contains(err.Error(), "--convert") {
+		t.Fatalf("type change: want an EvolveError naming projects.position and --convert, got %v", err)
+	}
+	// A dropped column and a dropped table that hold data are refused too.
+	dropped := evolveSchema(t, 4, func(tb map[string]map[string]any) {
+		delete(tb["projects"], "is_favorite")
+		delete(tb, "comments")
+	})
+	st, err = prepare(dropped, server.SchemaChanges{})
+	st.Close()
+	if !errors.As(err, &ee) || len(ee.Problems) != 2 || !strings.Contains(err.Error(), "projects.is_favorite") ||
+		!strings.Contains(err.Error(), "table comments") || !strings.Contains(err.Error(), "--allow-drop") {
+		t.Fatalf("dropped column and table: want an EvolveError naming both and --allow-drop, got %v", err)
+	}
+	// Nothing changed: the original schema still serves everything.
+	st, err = prepare(base, server.SchemaChanges{})
+	if err != nil {
+		t.Fatalf("the original schema after refusals: %v", err)
+	}
+	h = &Harness{T: t, Svc: server.New(st, base), Store: st, Schema: base}
+	eq(t, "comments kept", IDs(tc(h.PullFrom("alice", "z", 0), "comments").Created), []string{"c1"})
+	st.Close()
+
+	// --convert converts the values; converted records reach clients as updates.
+	st, err = prepare(retyped, server.SchemaChanges{Convert: true})
+	if err != nil {
+		t.Fatalf("type change with Convert: %v", err)
+	}
+	h = &Harness{T: t, Svc: server.New(st, retyped), Store: st, Schema: retyped}
+	r := h.PullFrom("alice", "a", t1)
+	eq(t, "converted", tc(r, "projects").Updated, []map[string]any{
+		{"id": "p1", "is_favorite": true, "name": "A", "position": "3"},
+		{"id": "p2", "is_favorite": false, "name": "B", "position": "2.5"}})
+	h.MustPush("alice", "a", r.Timestamp, `{"projects":{"created":[{"id":"p3","name":"C","position":"top"}]}}`)
+	st.Close()
+
+	// --allow-drop drops them; the next start needs no flag.
+	dropped = evolveSchema(t, 4, func(tb map[string]map[string]any) {
+		delete(tb["projects"], "is_favorite")
+		delete(tb, "comments")
+		tb["projects"]["position"] = map[string]any{"type": "string"}
+	})
+	st, err = prepare(dropped, server.SchemaChanges{Drop: true})
+	if err != nil {
+		t.Fatalf("drops with Drop: %v", err)
+	}
+	st.Close()
+	st, err = prepare(dropped, server.SchemaChanges{})
+	if err != nil {
+		t.Fatalf("start after the drops: %v", err)
+	}
+	h = &Harness{T: t, Svc: server.New(st, dropped), Store: st, Schema: dropped}
+	eq(t, "after drops", tc(h.PullFrom("alice", "z", 0), "projects").Created, []map[string]any{
+		{"id": "p1", "name": "A", "position": "3"}, {"id": "p2", "name": "B", "position": "2.5"}, {"id": "p3", "name": "C", "position": "top"}})
+	st.Close()
+
+	// A process on an older schema (a rolling upgrade, a rollback) starts: what the
+	// newer schema added is left alone, not taken for a drop.
+	newer := evolveSchema(t, 5, func(tb map[string]map[string]any) {
+		delete(tb["projects"], "is_favorite")
+		delete(tb, "comments")
+		tb["projects"]["position"] = map[string]any{"type": "string"}
+		tb["tags"] = map[string]any{"label": map[string]any{"type": "string"}}
+	})
+	st, err = prepare(newer, server.SchemaChanges{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = &Harness{T: t, Svc: server.New(st, newer), Store: st, Schema: newer}
+	h.MustPush("alice", "a", 0, `{"tags":{"created":[{"id":"g1","label":"x"}]}}`)
+	st.Close()
+	st, err = prepare(dropped, server.SchemaChanges{})
+	if err != nil {
+		t.Fatalf("an older schema after a newer one: %v", err)
+	}
+	st.Close()
+	st, err = prepare(newer, server.SchemaChanges{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = &Harness{T: t, Svc: server.New(st, newer), Store: st, Schema: newer}
+	eq(t, "tags kept", IDs(tc(h.PullFrom("alice", "z", 0), "tags").Created), []string{"g1"})
+	st.Close()
 }
