@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 )
 
@@ -51,7 +53,7 @@ func ldbUserVersion(t testing.TB, path string) int {
 }
 
 func TestLayoutIsWatermelonDBs(t *testing.T) {
-	s := ldbTodoSchema(t)
+	s := testutil.TodoSchema(t)
 	db := ldbOpen(t, s)
 	path := db.Path()
 	db.Close()
@@ -97,7 +99,7 @@ func TestLayoutIsWatermelonDBs(t *testing.T) {
 }
 
 func TestValuesAreStoredAsWatermelonDBReadsThem(t *testing.T) {
-	db := ldbOpen(t, ldbTodoSchema(t))
+	db := ldbOpen(t, testutil.TodoSchema(t))
 	ldbWrite(t, db, func(tx *Tx) error {
 		_, err := tx.Create("tasks", map[string]any{"id": "t", "name": "n", "is_done": true, "position": 2.5})
 		return err
@@ -116,7 +118,7 @@ func TestValuesAreStoredAsWatermelonDBReadsThem(t *testing.T) {
 }
 
 func TestReadsIntegerAndRealEncodings(t *testing.T) {
-	db := ldbOpen(t, ldbTodoSchema(t))
+	db := ldbOpen(t, testutil.TodoSchema(t))
 	path := db.Path()
 	db.Close()
 	d := ldbRawSQL(t, path)
@@ -131,7 +133,7 @@ func TestReadsIntegerAndRealEncodings(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	db, err = Open(path, ldbTodoSchema(t))
+	db, err = Open(path, testutil.TodoSchema(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func TestReadsIntegerAndRealEncodings(t *testing.T) {
 }
 
 func TestMigratesFromEachOlderVersion(t *testing.T) {
-	full := ldbTodoSchema(t)
+	full := testutil.TodoSchema(t)
 	for _, from := range []int{1, 2} {
 		t.Run("from "+string(rune('0'+from)), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "old.db")
@@ -294,7 +296,7 @@ func ldbCheckpointed(t testing.TB, s *schema.Schema, fill func(tx *Tx) error) st
 }
 
 func TestOpenRefusesIncompatibleFilesAndChangesNothing(t *testing.T) {
-	full := ldbTodoSchema(t)
+	full := testutil.TodoSchema(t)
 	noMigrations := ldbSchemaAt(t, full, 3)
 	fill := func(tx *Tx) error { _, err := tx.Create("projects", map[string]any{"id": "p"}); return err }
 	badSQL, err := schema.Parse([]byte(`{"version": 2, "tables": [{"name": "projects", "columns": [{"name": "name", "type": "string"}, {"name": "is_favorite", "type": "boolean"}, {"name": "position", "type": "number"}, {"name": "extra", "type": "string"}]}],
@@ -346,7 +348,7 @@ func TestOpenRefusesIncompatibleFilesAndChangesNothing(t *testing.T) {
 }
 
 func TestOpenRefusesForeignAndIncompleteFiles(t *testing.T) {
-	full := ldbTodoSchema(t)
+	full := testutil.TodoSchema(t)
 	t.Run("not a WatermelonDB file", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "foreign.db")
 		d := ldbRawSQL(t, path)

@@ -10,7 +10,7 @@ import (
 // by one; a larger transaction is reported per table, type and origin, so that a big
 // sync's memory does not grow with its records.
 func TestLargeTransactionsAreSummarized(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	events := make(chan ChangeEvent, 4)
 	unsubscribe := db.Subscribe(nil, func(e ChangeEvent) { events <- e })
 	defer unsubscribe()
@@ -25,7 +25,7 @@ func TestLargeTransactionsAreSummarized(t *testing.T) {
 		return ChangeEvent{}
 	}
 
-	stWrite(t, db, func(tx *Tx) error {
+	ldbWrite(t, db, func(tx *Tx) error {
 		for i := 0; i < 3; i++ {
 			if _, err := tx.Create("mock_tasks", map[string]any{"name": "x"}); err != nil {
 				return err
@@ -37,7 +37,7 @@ func TestLargeTransactionsAreSummarized(t *testing.T) {
 		t.Fatalf("small transaction: %+v", e)
 	}
 
-	stWrite(t, db, func(tx *Tx) error {
+	ldbWrite(t, db, func(tx *Tx) error {
 		for i := 0; i < MaxEventChanges+5; i++ {
 			if err := tx.InsertSynced("mock_projects", map[string]any{"id": fmt.Sprintf("p%d", i)}); err != nil {
 				return err

@@ -12,7 +12,7 @@ import (
 // (trigger "server changes"), an older one does not, a listener that returns is
 // called again, and Stop ends it.
 func TestSchedulerListen(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	var serverTS atomic.Int64
 	serverTS.Store(100)
 	puller := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {

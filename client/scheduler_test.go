@@ -87,7 +87,7 @@ func startScheduler(t *testing.T, db *DB, opts SchedulerOptions) *Scheduler {
 }
 
 func TestSchedulerSyncsAtStartAndEveryInterval(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	p := &schedPuller{}
 	r := newReports()
 	startScheduler(t, db, SchedulerOptions{Sync: SyncOptions{PullChanges: p.Pull}, Interval: 30 * time.Millisecond, Debounce: -1, OnSync: r.onSync})
@@ -105,7 +105,7 @@ func TestSchedulerSyncsAtStartAndEveryInterval(t *testing.T) {
 }
 
 func TestSchedulerDebouncesLocalChanges(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	p := &schedPuller{}
 	pushes := atomic.Int32{}
 	pusher := &stPusher{}
@@ -118,7 +118,7 @@ func TestSchedulerDebouncesLocalChanges(t *testing.T) {
 		Interval: time.Hour, Debounce: 250 * time.Millisecond, NoSyncOnStart: true, OnSync: r.onSync})
 	// Three writes in quick succession: one sync, after the last one.
 	for i := 0; i < 3; i++ {
-		stWrite(t, db, func(tx *Tx) error {
+		ldbWrite(t, db, func(tx *Tx) error {
 			_, err := tx.Create("mock_tasks", map[string]any{"name": "t"})
 			return err
 		})
@@ -139,7 +139,7 @@ func TestSchedulerDebouncesLocalChanges(t *testing.T) {
 }
 
 func TestSchedulerBacksOffAfterNetworkErrors(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	p := &schedPuller{failFirst: 3, failWith: func() error { return NetworkError(nil, "pull", errors.New("connection refused")) }}
 	r := newReports()
 	s := startScheduler(t, db, SchedulerOptions{Sync: SyncOptions{PullChanges: p.Pull}, Interval: time.Hour, Debounce: -1,
@@ -174,7 +174,7 @@ func TestSchedulerBacksOffAfterNetworkErrors(t *testing.T) {
 }
 
 func TestSchedulerDoesNotRetryOtherErrors(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	p := &schedPuller{failFirst: 100, failWith: func() error { return &SyncError{Kind: KindServer, Op: "pull", Status: 500, Message: "boom"} }}
 	r := newReports()
 	s := startScheduler(t, db, SchedulerOptions{Sync: SyncOptions{PullChanges: p.Pull}, Interval: time.Hour, Debounce: -1,
@@ -190,7 +190,7 @@ func TestSchedulerDoesNotRetryOtherErrors(t *testing.T) {
 }
 
 func TestSchedulerNeverRunsTwoSyncsAtOnce(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	p := &schedPuller{delay: 20 * time.Millisecond}
 	r := newReports()
 	s := startScheduler(t, db, SchedulerOptions{Sync: SyncOptions{PullChanges: p.Pull, PushChanges: (&stPusher{}).Push},
@@ -206,7 +206,7 @@ func TestSchedulerNeverRunsTwoSyncsAtOnce(t *testing.T) {
 				t.Errorf("SyncNow: %v", err)
 			}
 		}()
-		stWrite(t, db, func(tx *Tx) error { _, err := tx.Create("mock_tasks", map[string]any{"name": "x"}); return err })
+		ldbWrite(t, db, func(tx *Tx) error { _, err := tx.Create("mock_tasks", map[string]any{"name": "x"}); return err })
 		s.Trigger()
 	}
 	wg.Wait()
@@ -220,7 +220,7 @@ func TestSchedulerNeverRunsTwoSyncsAtOnce(t *testing.T) {
 }
 
 func TestSchedulerStop(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
 	pull := func(ctx context.Context, _ PullArgs) (*PullResult, error) {
@@ -263,7 +263,7 @@ func TestSchedulerStop(t *testing.T) {
 	}
 
 	// Stop with a context that ends cancels the sync in progress.
-	db2 := stOpen(t)
+	db2 := ldbOpen(t)
 	block := func(ctx context.Context, _ PullArgs) (*PullResult, error) {
 		started <- struct{}{}
 		<-ctx.Done()
@@ -284,7 +284,7 @@ func TestSchedulerStop(t *testing.T) {
 	}
 
 	// Cancelling Start's context stops the scheduler too.
-	db3 := stOpen(t)
+	db3 := ldbOpen(t)
 	ctx3, cancel3 := context.WithCancel(context.Background())
 	s3 := NewScheduler(db3, SchedulerOptions{Sync: SyncOptions{PullChanges: (&schedPuller{}).Pull}, Interval: time.Hour, Debounce: -1})
 	if err := s3.Start(ctx3); err != nil {
@@ -304,7 +304,7 @@ func TestSchedulerStop(t *testing.T) {
 }
 
 func TestSchedulerNeedsPull(t *testing.T) {
-	s := NewScheduler(stOpen(t), SchedulerOptions{})
+	s := NewScheduler(ldbOpen(t), SchedulerOptions{})
 	if err := s.Start(context.Background()); !errors.Is(err, ErrProgrammer) {
 		t.Fatalf("Start without PullChanges: %v", err)
 	}

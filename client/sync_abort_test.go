@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync"
 )
 
 func TestSyncConcurrentFailsFast(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	delayed := func(d time.Duration, ts int64) PullFunc {
 		return func(ctx context.Context, _ PullArgs) (*PullResult, error) {
 			time.Sleep(d)
@@ -58,12 +59,12 @@ func TestSyncConcurrentFailsFast(t *testing.T) {
 // WatermelonDB refuses it, and nothing of it is kept.
 func TestSyncConcurrentOnTwoHandlesOfOneFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "shared.db")
-	db1, err := Open(path, stSchema(t))
+	db1, err := Open(path, ldbMockSchema(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db1.Close()
-	db2, err := Open(path, stSchema(t))
+	db2, err := Open(path, ldbMockSchema(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestSyncConcurrentOnTwoHandlesOfOneFile(t *testing.T) {
 	if v := stLastPulledAt(t, db1); v == nil || *v != 100 {
 		t.Errorf("lastPulledAt %v, want 100", v)
 	}
-	stExpectMissing(t, db1, "mock_projects", "late")
+	ldbExpectMissing(t, db1, "mock_projects", "late")
 }
 
 // A cancelled context stops the sync at any phase; the next sync completes the work
@@ -95,8 +96,8 @@ func TestSyncCancelledAtEveryPhase(t *testing.T) {
 	phases := []string{"pull", "will apply", "apply", "did pull", "push before server", "push after server"}
 	for _, phase := range phases {
 		t.Run(phase, func(t *testing.T) {
-			db := stOpen(t)
-			stMakeLocalChanges(t, db)
+			db := ldbOpen(t)
+			ldbMakeLocalChanges(t, db)
 			before := stSummary(stLocalChanges(t, db))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -180,7 +181,7 @@ func TestSyncCancelledAtEveryPhase(t *testing.T) {
 				t.Errorf("pushes in the repairing sync: %d", serverGot)
 			}
 			stExpectNoLocalChanges(t, db)
-			stExpectSynced(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
+			ldbExpectMatches(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
 			if v := stLastPulledAt(t, db); v == nil || *v != 1500 {
 				t.Errorf("lastPulledAt %v", v)
 			}
@@ -191,8 +192,8 @@ func TestSyncCancelledAtEveryPhase(t *testing.T) {
 func TestSyncRetriesOnceAfterPushConflict(t *testing.T) {
 	conflict := &SyncError{Kind: KindConflict, Op: "push", Status: 409, Message: "changed on the server", Conflicts: map[string][]string{"mock_projects": {"pUpdated"}}}
 	t.Run("second attempt succeeds", func(t *testing.T) {
-		db := stOpen(t)
-		stMakeLocalChanges(t, db)
+		db := ldbOpen(t)
+		ldbMakeLocalChanges(t, db)
 		pull := stEmptyPull(1500)
 		n := 0
 		push := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
@@ -215,8 +216,8 @@ func TestSyncRetriesOnceAfterPushConflict(t *testing.T) {
 		stExpectNoLocalChanges(t, db)
 	})
 	t.Run("two conflicts fail", func(t *testing.T) {
-		db := stOpen(t)
-		stMakeLocalChanges(t, db)
+		db := ldbOpen(t)
+		ldbMakeLocalChanges(t, db)
 		push := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) { return nil, conflict }}
 		err := Synchronize(context.Background(), db, SyncOptions{PullChanges: stEmptyPull(1500).Pull, PushChanges: push.Push})
 		var se *SyncError
@@ -231,8 +232,8 @@ func TestSyncRetriesOnceAfterPushConflict(t *testing.T) {
 		}
 	})
 	t.Run("NoConflictRetry", func(t *testing.T) {
-		db := stOpen(t)
-		stMakeLocalChanges(t, db)
+		db := ldbOpen(t)
+		ldbMakeLocalChanges(t, db)
 		push := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) { return nil, conflict }}
 		err := Synchronize(context.Background(), db, SyncOptions{PullChanges: stEmptyPull(1500).Pull, PushChanges: push.Push, NoConflictRetry: true})
 		if !errors.Is(err, ErrConflict) || len(push.Calls()) != 1 {
@@ -240,8 +241,8 @@ func TestSyncRetriesOnceAfterPushConflict(t *testing.T) {
 		}
 	})
 	t.Run("other push errors are not retried", func(t *testing.T) {
-		db := stOpen(t)
-		stMakeLocalChanges(t, db)
+		db := ldbOpen(t)
+		ldbMakeLocalChanges(t, db)
 		push := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
 			return nil, &SyncError{Kind: KindNetwork, Op: "push", Message: "reset"}
 		}}

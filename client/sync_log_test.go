@@ -13,8 +13,8 @@ import (
 // TestSyncLogRecordsConflictsAndRejections: the log of a sync holds its counts, the
 // conflicts it resolved (local, remote and result) and the ids the server refused.
 func TestSyncLogRecordsConflictsAndRejections(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	local := stLocalChanges(t, db)
 	wantLocal := 0
 	for _, tc := range local {
@@ -51,7 +51,7 @@ func TestSyncLogRecordsConflictsAndRejections(t *testing.T) {
 	if got := log.RejectedIDs["mock_tasks"]; len(got) != 1 || got[0] != "tCreated" {
 		t.Errorf("rejected ids %v", log.RejectedIDs)
 	}
-	if r := stRaw(t, db, "mock_tasks", "tCreated"); r == nil || r["_status"] != StatusCreated {
+	if r := ldbGetRaw(t, db, "mock_tasks", "tCreated"); r == nil || r["_status"] != StatusCreated {
 		t.Errorf("a rejected record must stay unsynced: %v", r)
 	}
 }
@@ -59,8 +59,8 @@ func TestSyncLogRecordsConflictsAndRejections(t *testing.T) {
 // TestSyncLogRecordsTheError: a failed sync's log holds the error and stops at the
 // phase that failed.
 func TestSyncLogRecordsTheError(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	failing := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
 		return nil, &SyncError{Kind: KindServer, Op: "push", Status: 500, Message: "boom"}
 	}}
@@ -125,7 +125,7 @@ func TestSyncLoggerKeepsTheLastLogs(t *testing.T) {
 	if sl.Last() != nil {
 		t.Fatal("a new logger has a last log")
 	}
-	db := stOpen(t)
+	db := ldbOpen(t)
 	for i := int64(1); i <= 5; i++ {
 		l := sl.NewLog()
 		if err := Synchronize(context.Background(), db, SyncOptions{PullChanges: stEmptyPull(i * 100).Pull, Log: l}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/schema"
 )
@@ -61,7 +62,7 @@ func TestMigrationSyncRemembersSchemaVersionOnFirstSync(t *testing.T) {
 		mea  int
 	}{{"migrations enabled", true, 7}, {"migrations not enabled", false, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
-			db := stOpen(t, stSchema10(t, tc.migs))
+			db := ldbOpen(t, stSchema10(t, tc.migs))
 			pull := stEmptyPull(1500)
 			if err := stSync(t, db, pull, tc.mea); err != nil {
 				t.Fatal(err)
@@ -81,7 +82,7 @@ func TestMigrationSyncRemembersSchemaVersionOnFirstSync(t *testing.T) {
 }
 
 func TestMigrationSyncNotRememberedWhenNotEnabled(t *testing.T) {
-	db := stOpen(t, stSchema10(t, false))
+	db := ldbOpen(t, stSchema10(t, false))
 	stSetLocal(t, db, melonsync.KeyLastPulledAt, "100")
 	pull := stEmptyPull(1500)
 	if err := stSync(t, db, pull, 0); err != nil {
@@ -97,7 +98,7 @@ func TestMigrationSyncNotRememberedWhenNotEnabled(t *testing.T) {
 }
 
 func TestMigrationSyncNoneWhenUpToDate(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
+	db := ldbOpen(t, stSchema10(t, true))
 	stSetLocal(t, db, melonsync.KeyLastPulledAt, "1500")
 	stSetLocal(t, db, melonsync.KeyLastPulledSchemaVersion, "10")
 	pull := stEmptyPull(2500)
@@ -114,7 +115,7 @@ func TestMigrationSyncNoneWhenUpToDate(t *testing.T) {
 }
 
 func TestMigrationSyncOnSchemaVersionBump(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
+	db := ldbOpen(t, stSchema10(t, true))
 	stSetLocal(t, db, melonsync.KeyLastPulledAt, "1500")
 	stSetLocal(t, db, melonsync.KeyLastPulledSchemaVersion, "9")
 	pull := stEmptyPull(2500)
@@ -136,7 +137,7 @@ func TestMigrationSyncOnSchemaVersionBump(t *testing.T) {
 }
 
 func TestMigrationSyncFallback(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
+	db := ldbOpen(t, stSchema10(t, true))
 	stSetLocal(t, db, melonsync.KeyLastPulledAt, "1500")
 	pull := stEmptyPull(2500)
 	log := &SyncLog{}
@@ -156,7 +157,7 @@ func TestMigrationSyncFallback(t *testing.T) {
 }
 
 func TestMigrationSyncNotRememberedWhenPullFails(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
+	db := ldbOpen(t, stSchema10(t, true))
 	pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) { return nil, errors.New("pull-fail") }}
 	if err := stSync(t, db, pull, 8); err == nil {
 		t.Fatal("no error")
@@ -167,8 +168,8 @@ func TestMigrationSyncNotRememberedWhenPullFails(t *testing.T) {
 }
 
 func TestMigrationSyncProgrammerErrors(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
-	noMigs := stOpen(t, stSchema10(t, false))
+	db := ldbOpen(t, stSchema10(t, true))
+	noMigs := ldbOpen(t, stSchema10(t, false))
 	for _, tc := range []struct {
 		db   *DB
 		mea  int
@@ -191,7 +192,7 @@ func TestMigrationSyncProgrammerErrors(t *testing.T) {
 }
 
 func TestMigrationSyncFailsWhenLastSyncedVersionIsNewer(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
+	db := ldbOpen(t, stSchema10(t, true))
 	stSetLocal(t, db, melonsync.KeyLastPulledAt, "1500")
 	stSetLocal(t, db, melonsync.KeyLastPulledSchemaVersion, "11")
 	err := stSync(t, db, stEmptyPull(2500), 10)
@@ -203,7 +204,7 @@ func TestMigrationSyncFailsWhenLastSyncedVersionIsNewer(t *testing.T) {
 // A first sync with a last synced schema version set is odd (the server's timestamps
 // are wrong) but not an error: it is noted in the log.
 func TestMigrationSyncWarnsOnSchemaVersionWithoutTimestamp(t *testing.T) {
-	db := stOpen(t, stSchema10(t, true))
+	db := ldbOpen(t, stSchema10(t, true))
 	stSetLocal(t, db, melonsync.KeyLastPulledSchemaVersion, "9")
 	log := &SyncLog{}
 	if err := Synchronize(context.Background(), db, SyncOptions{PullChanges: stEmptyPull(100).Pull, MigrationsEnabledAtVersion: 8, Log: log}); err != nil {

@@ -10,12 +10,13 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync"
 )
 
 func TestSyncPartialRejection(t *testing.T) {
-	db := stOpen(t)
-	local := stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	local := ldbMakeLocalChanges(t, db)
 	rejected := map[string][]string{"mock_tasks": {"tCreated", "tUpdated"}, "mock_comments": {"cDeleted"}}
 	log := &SyncLog{}
 	push := &stPusher{fn: func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
@@ -30,16 +31,16 @@ func TestSyncPartialRejection(t *testing.T) {
 		t.Errorf("left to push (-want +got):\n%s", diff)
 	}
 	// The rejected records are untouched.
-	stMatch(t, stRaw(t, db, "mock_tasks", "tCreated"), local["tCreated"])
-	stMatch(t, stRaw(t, db, "mock_tasks", "tUpdated"), local["tUpdated"])
+	ldbMatch(t, ldbGetRaw(t, db, "mock_tasks", "tCreated"), local["tCreated"])
+	ldbMatch(t, ldbGetRaw(t, db, "mock_tasks", "tUpdated"), local["tUpdated"])
 	if !cmp.Equal(log.RejectedIDs, rejected) {
 		t.Errorf("log rejected ids %v", log.RejectedIDs)
 	}
 }
 
 func TestSyncPartialRejectionWithChangesDuringPush(t *testing.T) {
-	db := stOpen(t)
-	local := stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	local := ldbMakeLocalChanges(t, db)
 	var newComment Record
 	push := func(ctx context.Context, _ melonsync.PushRequest) (*melonsync.PushResponse, error) {
 		err := db.Write(ctx, func(tx *Tx) error {
@@ -63,7 +64,7 @@ func TestSyncPartialRejectionWithChangesDuringPush(t *testing.T) {
 	if diff := cmp.Diff(want, stSummary(stLocalChanges(t, db))); diff != "" {
 		t.Errorf("left to push (-want +got):\n%s", diff)
 	}
-	p := stRaw(t, db, "mock_projects", "pCreated1")
+	p := ldbGetRaw(t, db, "mock_projects", "pCreated1")
 	wantP := cloneRec(local["pCreated1"])
 	wantP["name"], wantP["_changed"] = "updated!", "name"
 	if !cmp.Equal(map[string]any(p), wantP) {
@@ -75,7 +76,7 @@ func stCountAll(t *testing.T, db *DB) int {
 	t.Helper()
 	n := 0
 	err := db.Read(context.Background(), func(tx *Tx) error {
-		for _, table := range stTables {
+		for _, table := range ldbAllMockTables {
 			c, err := tx.Count(table, Query{})
 			if err != nil {
 				return err
@@ -91,8 +92,8 @@ func stCountAll(t *testing.T, db *DB) int {
 }
 
 func TestSyncReplacement(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
 		return &PullResult{
 			Changes: stChangeSet(map[string]melonsync.TableChanges{
@@ -114,7 +115,7 @@ func TestSyncReplacement(t *testing.T) {
 	if !pull.Calls()[0].SendCreatedAsUpdated {
 		t.Error("PullArgs.SendCreatedAsUpdated not set")
 	}
-	stExpectSynced(t, db, "mock_tasks", "tSynced", map[string]any{"name": "remote"})
+	ldbExpectMatches(t, db, "mock_tasks", "tSynced", map[string]any{"name": "remote"})
 	if n := stCountAll(t, db); n != 3+4 {
 		t.Errorf("%d records, want 7 (the data set and the 4 created locally)", n)
 	}
@@ -129,8 +130,8 @@ func TestSyncReplacement(t *testing.T) {
 }
 
 func TestSyncReplacementPerTable(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
 		return DecodePullResponse(context.Background(), strings.NewReader(`{
 			"changes": {"mock_tasks": {"created": [], "updated": [{"id": "tSynced", "name": "remote"}], "deleted": []},
@@ -142,17 +143,17 @@ func TestSyncReplacementPerTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tasks were replaced: only tSynced and the locally created tCreated remain.
-	stExpectSynced(t, db, "mock_tasks", "tSynced", map[string]any{"name": "remote"})
-	stExpectSynced(t, db, "mock_tasks", "tCreated", nil)
-	stExpectMissing(t, db, "mock_tasks", "tUpdated")
+	ldbExpectMatches(t, db, "mock_tasks", "tSynced", map[string]any{"name": "remote"})
+	ldbExpectMatches(t, db, "mock_tasks", "tCreated", nil)
+	ldbExpectMissing(t, db, "mock_tasks", "tUpdated")
 	// Projects were incremental: nothing was removed.
-	stExpectSynced(t, db, "mock_projects", "pSynced", nil)
-	stExpectSynced(t, db, "mock_projects", "pUpdated", map[string]any{"name": "local"})
+	ldbExpectMatches(t, db, "mock_projects", "pSynced", nil)
+	ldbExpectMatches(t, db, "mock_projects", "pUpdated", map[string]any{"name": "local"})
 }
 
 func TestSyncRejectsInvalidStrategy(t *testing.T) {
 	for _, s := range []string{`"bad"`, `{"default": "bad", "override": {}}`, `{"default": "incremental", "override": {"mock_projects": "bad"}}`} {
-		db := stOpen(t)
+		db := ldbOpen(t)
 		pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
 			return DecodePullResponse(context.Background(), strings.NewReader(`{"changes": {}, "timestamp": 1500, "experimentalStrategy": `+s+`}`))
 		}}
@@ -179,9 +180,9 @@ func TestSyncRejectsInvalidRemoteRecords(t *testing.T) {
 		`{"changes": {}, "timestamp": 1.5}`,
 		`not json`,
 	} {
-		db := stOpen(t)
-		stWrite(t, db, func(tx *Tx) error {
-			stInsert(t, tx, "mock_projects", map[string]any{"id": "keep"}, "synced")
+		db := ldbOpen(t)
+		ldbWrite(t, db, func(tx *Tx) error {
+			ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "keep"}, "synced")
 			return nil
 		})
 		pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
@@ -194,7 +195,7 @@ func TestSyncRejectsInvalidRemoteRecords(t *testing.T) {
 		if v := stLastPulledAt(t, db); v != nil {
 			t.Errorf("%s: lastPulledAt saved", body)
 		}
-		stExpectSynced(t, db, "mock_projects", "keep", nil)
+		ldbExpectMatches(t, db, "mock_projects", "keep", nil)
 	}
 }
 
@@ -205,7 +206,7 @@ func (n nopCloser) Close() error               { return nil }
 
 // Tables the local schema does not have are skipped (forward compatibility) and noted.
 func TestSyncSkipsUnknownTables(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	log := &SyncLog{}
 	pull := stPullChanges(melonsync.Changes{
 		"mock_projects": {Created: []melonsync.RawRecord{{"id": "p1", "name": "x"}}},
@@ -214,7 +215,7 @@ func TestSyncSkipsUnknownTables(t *testing.T) {
 	if err := Synchronize(context.Background(), db, SyncOptions{PullChanges: pull.Pull, Log: log}); err != nil {
 		t.Fatal(err)
 	}
-	stExpectSynced(t, db, "mock_projects", "p1", map[string]any{"name": "x"})
+	ldbExpectMatches(t, db, "mock_projects", "p1", map[string]any{"name": "x"})
 	if !strings.Contains(strings.Join(log.Warnings, "\n"), "future_table") {
 		t.Errorf("warnings %v", log.Warnings)
 	}

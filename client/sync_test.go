@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync"
 )
 
 func TestSyncEmpty(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	observed := stObserve(t, db)
 	pull := stEmptyPull(1500)
 	push := &stPusher{}
@@ -37,7 +38,7 @@ func TestSyncEmpty(t *testing.T) {
 }
 
 func TestSyncDoesNotPushWhenNothingToPush(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	push := &stPusher{}
 	if err := Synchronize(context.Background(), db, SyncOptions{PullChanges: stEmptyPull(1500).Pull, PushChanges: push.Push}); err != nil {
 		t.Fatal(err)
@@ -48,7 +49,7 @@ func TestSyncDoesNotPushWhenNothingToPush(t *testing.T) {
 }
 
 func TestSyncLogsBasicInformation(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	log := &SyncLog{}
 	pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
 		time.Sleep(10 * time.Millisecond)
@@ -72,7 +73,7 @@ func TestSyncLogsBasicInformation(t *testing.T) {
 }
 
 func TestSyncNotifiesRemoteChangeCount(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	var got []int
 	hook := func(_ context.Context, info RemoteChangeInfo) error {
 		got = append(got, info.RemoteChangeCount)
@@ -95,12 +96,12 @@ func TestSyncNotifiesRemoteChangeCount(t *testing.T) {
 	if !cmp.Equal(got, []int{0, 3}) {
 		t.Errorf("remote change counts %v, want [0 3]", got)
 	}
-	stExpectSynced(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
+	ldbExpectMatches(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
 }
 
 func TestSyncWithoutPushChanges(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	log := &SyncLog{}
 	pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
 		time.Sleep(10 * time.Millisecond)
@@ -118,8 +119,8 @@ func TestSyncWithoutPushChanges(t *testing.T) {
 }
 
 func TestSyncPushesChanges(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	before := stLocalChanges(t, db)
 	push := &stPusher{}
 	log := &SyncLog{}
@@ -141,16 +142,16 @@ func TestSyncPushesChanges(t *testing.T) {
 		t.Errorf("localChangeCount %d, want 10", log.LocalChangeCount)
 	}
 	// Destroyed deletions, synced creations and updates.
-	stExpectMissing(t, db, "mock_projects", "pDeleted")
-	stExpectSynced(t, db, "mock_projects", "pCreated1", nil)
-	stExpectSynced(t, db, "mock_tasks", "tUpdated", map[string]any{"name": "local", "position": 100.0})
+	ldbExpectMissing(t, db, "mock_projects", "pDeleted")
+	ldbExpectMatches(t, db, "mock_projects", "pCreated1", nil)
+	ldbExpectMatches(t, db, "mock_tasks", "tUpdated", map[string]any{"name": "local", "position": 100.0})
 }
 
 func TestSyncPullsChanges(t *testing.T) {
-	db := stOpen(t)
-	stWrite(t, db, func(tx *Tx) error {
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "pSynced"}, "synced")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "tSynced"}, "synced")
+	db := ldbOpen(t)
+	ldbWrite(t, db, func(tx *Tx) error {
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "pSynced"}, "synced")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "tSynced"}, "synced")
 		return nil
 	})
 	pull := stPullChanges(stChangeSet(map[string]melonsync.TableChanges{
@@ -167,14 +168,14 @@ func TestSyncPullsChanges(t *testing.T) {
 		t.Errorf("pull args %+v", c)
 	}
 	stExpectNoLocalChanges(t, db)
-	stExpectSynced(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
-	stExpectSynced(t, db, "mock_projects", "pSynced", map[string]any{"name": "remote"})
-	stExpectMissing(t, db, "mock_tasks", "tSynced")
+	ldbExpectMatches(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
+	ldbExpectMatches(t, db, "mock_projects", "pSynced", map[string]any{"name": "remote"})
+	ldbExpectMissing(t, db, "mock_tasks", "tSynced")
 }
 
 func TestSyncWithConflicts(t *testing.T) {
-	db := stOpen(t)
-	local := stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	local := ldbMakeLocalChanges(t, db)
 	tUpdatedInitial, cUpdatedInitial := local["tUpdated"], local["cUpdated"]
 	pull := stPullChanges(stChangeSet(map[string]melonsync.TableChanges{
 		"mock_projects": {
@@ -220,12 +221,12 @@ func TestSyncWithConflicts(t *testing.T) {
 		t.Errorf("pushed comments.updated %v does not hold the resolved cUpdated", pushed["mock_comments"].Updated)
 	}
 
-	stExpectSynced(t, db, "mock_projects", "pCreated1", map[string]any{"name": "remote"})
-	stExpectMissing(t, db, "mock_projects", "pUpdated")
-	stExpectMissing(t, db, "mock_projects", "pDeleted")
-	stExpectSynced(t, db, "mock_tasks", "tUpdated", map[string]any{"name": "local", "description": "remote"})
-	stExpectMissing(t, db, "mock_tasks", "tDeleted")
-	stExpectSynced(t, db, "mock_comments", "cUpdated", map[string]any{"body": "local", "task_id": "remote"})
+	ldbExpectMatches(t, db, "mock_projects", "pCreated1", map[string]any{"name": "remote"})
+	ldbExpectMissing(t, db, "mock_projects", "pUpdated")
+	ldbExpectMissing(t, db, "mock_projects", "pDeleted")
+	ldbExpectMatches(t, db, "mock_tasks", "tUpdated", map[string]any{"name": "local", "description": "remote"})
+	ldbExpectMissing(t, db, "mock_tasks", "tDeleted")
+	ldbExpectMatches(t, db, "mock_comments", "cUpdated", map[string]any{"body": "local", "task_id": "remote"})
 	stExpectNoLocalChanges(t, db)
 
 	if log.RemoteChangeCount != 7 {
@@ -238,14 +239,14 @@ func TestSyncWithConflicts(t *testing.T) {
 	if tc.Table != "mock_tasks" || !cmp.Equal(tc.Local, tUpdatedInitial) || !cmp.Equal(tc.Remote, Record{"id": "tUpdated", "name": "remote", "description": "remote"}) {
 		t.Errorf("first conflict %+v", tc)
 	}
-	stMatch(t, tc.Resolved, withStatus(tUpdatedResolved, "updated"))
+	ldbMatch(t, tc.Resolved, withStatus(tUpdatedResolved, "updated"))
 	if !sameColumns(tc.Resolved["_changed"], "name,position") {
 		t.Errorf("resolved tUpdated _changed %v", tc.Resolved["_changed"])
 	}
 	if cc.Table != "mock_comments" || !cmp.Equal(cc.Local, cUpdatedInitial) || !cmp.Equal(cc.Remote, Record{"id": "cUpdated", "body": "remote", "task_id": "remote"}) {
 		t.Errorf("second conflict %+v", cc)
 	}
-	stMatch(t, cc.Resolved, withStatus(cUpdatedResolved, "updated"))
+	ldbMatch(t, cc.Resolved, withStatus(cUpdatedResolved, "updated"))
 }
 
 func withStatus(r map[string]any, status string) map[string]any {
@@ -281,13 +282,13 @@ func containsRecord(list []melonsync.RawRecord, want map[string]any) bool {
 }
 
 func TestSyncCustomConflictResolver(t *testing.T) {
-	db := stOpen(t)
-	stWrite(t, db, func(tx *Tx) error {
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "p1", "name": "local"}, "synced")
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "p2", "name": "local"}, "created")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "t1"}, "synced")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "t2"}, "created")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "t3"}, "synced")
+	db := ldbOpen(t)
+	ldbWrite(t, db, func(tx *Tx) error {
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "p1", "name": "local"}, "synced")
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "p2", "name": "local"}, "created")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "t1"}, "synced")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "t2"}, "created")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "t3"}, "synced")
 		return tx.Update("mock_tasks", "t3", map[string]any{"name": "local"})
 	})
 	type call struct {
@@ -318,25 +319,25 @@ func TestSyncCustomConflictResolver(t *testing.T) {
 	if len(calls) != 4 {
 		t.Fatalf("resolver called %d times, want 4", len(calls))
 	}
-	stMatch(t, calls[0].local, map[string]any{"id": "p2", "_status": "created", "name": "local"})
-	stMatch(t, calls[0].remote, map[string]any{"name": "remote"})
-	stMatch(t, calls[0].resolved, map[string]any{"name": "remote"})
-	stMatch(t, calls[1].local, map[string]any{"id": "p1", "_status": "synced"})
-	stMatch(t, calls[1].remote, map[string]any{"name": "change"})
-	stMatch(t, calls[1].resolved, map[string]any{"_status": "synced"})
+	ldbMatch(t, calls[0].local, map[string]any{"id": "p2", "_status": "created", "name": "local"})
+	ldbMatch(t, calls[0].remote, map[string]any{"name": "remote"})
+	ldbMatch(t, calls[0].resolved, map[string]any{"name": "remote"})
+	ldbMatch(t, calls[1].local, map[string]any{"id": "p1", "_status": "synced"})
+	ldbMatch(t, calls[1].remote, map[string]any{"name": "change"})
+	ldbMatch(t, calls[1].resolved, map[string]any{"_status": "synced"})
 	if calls[0].table != "mock_projects" || calls[1].table != "mock_projects" || calls[2].table != "mock_tasks" {
 		t.Errorf("tables %s %s %s", calls[0].table, calls[1].table, calls[2].table)
 	}
-	stMatch(t, calls[2].local, map[string]any{"id": "t1", "_status": "synced", "name": ""})
-	stMatch(t, calls[2].remote, map[string]any{"name": "remote"})
-	stMatch(t, calls[2].resolved, map[string]any{"name": "GOTCHA"})
-	stExpectSynced(t, db, "mock_tasks", "t1", map[string]any{"name": "GOTCHA"})
-	stExpectSynced(t, db, "mock_tasks", "t3", map[string]any{"name": "GOTCHA"})
+	ldbMatch(t, calls[2].local, map[string]any{"id": "t1", "_status": "synced", "name": ""})
+	ldbMatch(t, calls[2].remote, map[string]any{"name": "remote"})
+	ldbMatch(t, calls[2].resolved, map[string]any{"name": "GOTCHA"})
+	ldbExpectMatches(t, db, "mock_tasks", "t1", map[string]any{"name": "GOTCHA"})
+	ldbExpectMatches(t, db, "mock_tasks", "t3", map[string]any{"name": "GOTCHA"})
 	stExpectNoLocalChanges(t, db)
 }
 
 func TestSyncRemembersLastPulledAt(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	pull := stEmptyPull(1500)
 	if err := Synchronize(context.Background(), db, SyncOptions{PullChanges: pull.Pull, PushChanges: (&stPusher{}).Push}); err != nil {
 		t.Fatal(err)
@@ -366,7 +367,7 @@ func TestSyncRemembersLastPulledAt(t *testing.T) {
 
 func TestSyncValidatesTimestamp(t *testing.T) {
 	for _, ts := range []int64{0, -5} {
-		db := stOpen(t)
+		db := ldbOpen(t)
 		err := Synchronize(context.Background(), db, SyncOptions{PullChanges: stEmptyPull(ts).Pull, PushChanges: (&stPusher{}).Push})
 		if !errors.Is(err, ErrInvalidData) || !strings.Contains(err.Error(), "pullChanges() returned invalid timestamp") {
 			t.Errorf("timestamp %d: %v", ts, err)
@@ -378,8 +379,8 @@ func TestSyncValidatesTimestamp(t *testing.T) {
 }
 
 func TestSyncRecoversFromPullFailure(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	time.Sleep(20 * time.Millisecond)
 	observed := stObserve(t, db)
 	failure := errors.New("pull-fail")
@@ -403,8 +404,8 @@ func TestSyncRecoversFromPullFailure(t *testing.T) {
 }
 
 func TestSyncRecoversFromPushFailure(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	before := stLocalChanges(t, db)
 	time.Sleep(20 * time.Millisecond)
 	observed := stObserve(t, db)
@@ -431,12 +432,12 @@ func TestSyncRecoversFromPushFailure(t *testing.T) {
 	if observed.Load() != 1 {
 		t.Errorf("%d notifications, want 1 (the applied pull)", observed.Load())
 	}
-	stExpectSynced(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
+	ldbExpectMatches(t, db, "mock_projects", "new_project", map[string]any{"name": "remote"})
 }
 
 func TestSyncSafelyHandlesLocalChangesDuringSync(t *testing.T) {
-	db := stOpen(t)
-	stMakeLocalChanges(t, db)
+	db := ldbOpen(t)
+	ldbMakeLocalChanges(t, db)
 	before := stLocalChanges(t, db)
 	pull := stPullChanges(stChangeSet(map[string]melonsync.TableChanges{
 		"mock_projects": {Created: []melonsync.RawRecord{{"id": "new_project", "name": "remote"}}},
@@ -457,7 +458,7 @@ func TestSyncSafelyHandlesLocalChangesDuringSync(t *testing.T) {
 	push := &stPusher{}
 	push.fn = func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
 		// between fetching local changes and marking them as synced
-		stExpectSynced(t, db, "mock_projects", "new_project", nil)
+		ldbExpectMatches(t, db, "mock_projects", "new_project", nil)
 		project3 = create("project3")
 		return nil, nil
 	}
@@ -465,13 +466,13 @@ func TestSyncSafelyHandlesLocalChangesDuringSync(t *testing.T) {
 		PullChanges: pull.Pull, PushChanges: push.Push,
 		OnWillApplyRemoteChanges: func(context.Context, RemoteChangeInfo) error {
 			// before applying remote changes
-			stExpectMissing(t, db, "mock_projects", "new_project")
+			ldbExpectMissing(t, db, "mock_projects", "new_project")
 			project1 = create("project1")
 			return nil
 		},
 		OnDidPullChanges: func(context.Context, PulledInfo) error {
 			// between applying and fetching local changes
-			stExpectSynced(t, db, "mock_projects", "new_project", nil)
+			ldbExpectMatches(t, db, "mock_projects", "new_project", nil)
 			if len(push.Calls()) != 0 {
 				t.Error("pushed before the remote changes were applied")
 			}
@@ -482,7 +483,7 @@ func TestSyncSafelyHandlesLocalChangesDuringSync(t *testing.T) {
 	if err := Synchronize(ctx, db, opts); err != nil {
 		t.Fatal(err)
 	}
-	stExpectSynced(t, db, "mock_projects", "new_project", nil)
+	ldbExpectMatches(t, db, "mock_projects", "new_project", nil)
 	pushed := push.Calls()[0].Changes
 	want := stClone(before)
 	strip := func(r Record) melonsync.RawRecord { return cloneRec(r) }
@@ -500,14 +501,14 @@ func TestSyncSafelyHandlesLocalChangesDuringSync(t *testing.T) {
 }
 
 func TestSyncSafelyUpdatesCreatedRecordsDuringPush(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	ctx := context.Background()
-	stWrite(t, db, func(tx *Tx) error {
+	ldbWrite(t, db, func(tx *Tx) error {
 		_, err := tx.Create("mock_tasks", map[string]any{"id": "t1", "name": "Task name", "position": 1.0, "is_completed": false, "project_id": "p1"})
 		return err
 	})
-	initial := stRaw(t, db, "mock_tasks", "t1")
-	stMatch(t, initial, map[string]any{"_status": "created", "_changed": "", "position": 1.0, "is_completed": false})
+	initial := ldbGetRaw(t, db, "mock_tasks", "t1")
+	ldbMatch(t, initial, map[string]any{"_status": "created", "_changed": "", "position": 1.0, "is_completed": false})
 	push := func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
 		// The user changes the record between fetch and mark as synced.
 		return nil, db.Write(ctx, func(tx *Tx) error {
@@ -517,8 +518,8 @@ func TestSyncSafelyUpdatesCreatedRecordsDuringPush(t *testing.T) {
 	if err := Synchronize(ctx, db, SyncOptions{PullChanges: stEmptyPull(1000).Pull, PushChanges: push}); err != nil {
 		t.Fatal(err)
 	}
-	r := stRaw(t, db, "mock_tasks", "t1")
-	stMatch(t, r, map[string]any{"_status": "created", "position": 20.0, "is_completed": true})
+	r := ldbGetRaw(t, db, "mock_tasks", "t1")
+	ldbMatch(t, r, map[string]any{"_status": "created", "position": 20.0, "is_completed": true})
 	if !sameColumns(r["_changed"], "is_completed,position") {
 		t.Errorf("_changed %v", r["_changed"])
 	}
@@ -528,7 +529,7 @@ func TestSyncSafelyUpdatesCreatedRecordsDuringPush(t *testing.T) {
 	delete(served, "_changed")
 	pull := stPullChanges(stChangeSet(map[string]melonsync.TableChanges{"mock_tasks": {Updated: []melonsync.RawRecord{served}}}), 1500)
 	push2 := func(context.Context, melonsync.PushRequest) (*melonsync.PushResponse, error) {
-		r := stRaw(t, db, "mock_tasks", "t1")
+		r := ldbGetRaw(t, db, "mock_tasks", "t1")
 		if r["_status"] != "created" || !sameColumns(r["_changed"], "is_completed,position") {
 			t.Errorf("during the second push: %v", r)
 		}
@@ -537,11 +538,11 @@ func TestSyncSafelyUpdatesCreatedRecordsDuringPush(t *testing.T) {
 	if err := Synchronize(ctx, db, SyncOptions{PullChanges: pull.Pull, PushChanges: push2}); err != nil {
 		t.Fatal(err)
 	}
-	stExpectSynced(t, db, "mock_tasks", "t1", map[string]any{"position": 20.0, "is_completed": true})
+	ldbExpectMatches(t, db, "mock_tasks", "t1", map[string]any{"position": 20.0, "is_completed": true})
 }
 
 func TestSyncRequiresPullChanges(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	err := Synchronize(context.Background(), db, SyncOptions{})
 	if !errors.Is(err, ErrProgrammer) {
 		t.Fatalf("error %v", err)
@@ -552,7 +553,7 @@ func TestSyncRequiresPullChanges(t *testing.T) {
 }
 
 func TestSyncReportsOnDidPullChanges(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	var got []PulledInfo
 	pull := &stPuller{fn: func(context.Context, PullArgs) (*PullResult, error) {
 		return DecodePullResponse(context.Background(), strings.NewReader(`{"changes": {}, "timestamp": 1000, "hello": "hi"}`))

@@ -22,7 +22,7 @@ func stBody(s string) PullFunc {
 }
 
 func TestTurboValidatesSettings(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	err := Synchronize(context.Background(), db, SyncOptions{UnsafeTurbo: true, PullChanges: stEmptyPull(1500).Pull})
 	if !errors.Is(err, ErrProgrammer) || !strings.Contains(err.Error(), "PullResult.Body") {
 		t.Errorf("decoded changes in turbo: %v", err)
@@ -40,8 +40,8 @@ func TestTurboValidatesSettings(t *testing.T) {
 	}
 
 	// Not empty: a record created before the first sync.
-	db2 := stOpen(t)
-	stWrite(t, db2, func(tx *Tx) error { _, err := tx.Create("mock_projects", nil); return err })
+	db2 := ldbOpen(t)
+	ldbWrite(t, db2, func(tx *Tx) error { _, err := tx.Create("mock_projects", nil); return err })
 	err = Synchronize(context.Background(), db2, SyncOptions{UnsafeTurbo: true, PullChanges: stBody(`{"changes": {}, "timestamp": 2000}`)})
 	if !errors.Is(err, ErrProgrammer) || !strings.Contains(err.Error(), "empty database") {
 		t.Errorf("turbo on a database with records: %v", err)
@@ -49,7 +49,7 @@ func TestTurboValidatesSettings(t *testing.T) {
 	if ok, err := TurboEligible(context.Background(), db2); ok || err != nil {
 		t.Errorf("TurboEligible = %v, %v on a database with records", ok, err)
 	}
-	if ok, err := TurboEligible(context.Background(), stOpen(t)); !ok || err != nil {
+	if ok, err := TurboEligible(context.Background(), ldbOpen(t)); !ok || err != nil {
 		t.Errorf("TurboEligible = %v, %v on a new database", ok, err)
 	}
 }
@@ -57,7 +57,7 @@ func TestTurboValidatesSettings(t *testing.T) {
 func TestTurboPull(t *testing.T) {
 	for _, order := range []string{"timestamp last", "timestamp first"} {
 		t.Run(order, func(t *testing.T) {
-			db := stOpen(t)
+			db := ldbOpen(t)
 			changes := `"changes": {
 				"mock_projects": {"created": [{"id": "p1", "name": "one"}, {"id": "p2", "name": "two", "unknown_column": 5}], "updated": [], "deleted": []},
 				"future_table": {"created": [{"id": "f1", "nested": {"a": [1, 2, {"b": null}]}}], "updated": [], "deleted": []},
@@ -103,10 +103,10 @@ func TestTurboPull(t *testing.T) {
 			if len(did) != 1 || did[0].Timestamp != 1011 || string(did[0].Extra["hello"]) != `"hi"` || did[0].Records != 3 {
 				t.Errorf("onDidPullChanges got %+v", did)
 			}
-			stExpectSynced(t, db, "mock_projects", "p1", map[string]any{"name": "one"})
-			stExpectSynced(t, db, "mock_projects", "p2", map[string]any{"name": "two"})
-			stExpectSynced(t, db, "mock_tasks", "t1", map[string]any{"name": "task", "position": 3.0, "is_completed": true})
-			if _, ok := stRaw(t, db, "mock_projects", "p2")["unknown_column"]; ok {
+			ldbExpectMatches(t, db, "mock_projects", "p1", map[string]any{"name": "one"})
+			ldbExpectMatches(t, db, "mock_projects", "p2", map[string]any{"name": "two"})
+			ldbExpectMatches(t, db, "mock_tasks", "t1", map[string]any{"name": "task", "position": 3.0, "is_completed": true})
+			if _, ok := ldbGetRaw(t, db, "mock_projects", "p2")["unknown_column"]; ok {
 				t.Error("unknown column stored")
 			}
 			if v, _ := stGetLocal(t, db, melonsync.KeyLastPulledSchemaVersion); v != "1" {
@@ -162,7 +162,7 @@ func TestTurboFailuresKeepNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			db := stOpen(t)
+			db := ldbOpen(t)
 			err := Synchronize(ctx, db, SyncOptions{UnsafeTurbo: true, PullChanges: func(context.Context, PullArgs) (*PullResult, error) {
 				return &PullResult{Body: tc.body()}, nil
 			}})
@@ -187,7 +187,7 @@ func TestTurboFailuresKeepNothing(t *testing.T) {
 }
 
 func TestTurboCancelledMidStream(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	err := Synchronize(ctx, db, SyncOptions{
@@ -213,7 +213,7 @@ func TestTurboCancelledMidStream(t *testing.T) {
 }
 
 func TestTurboLargeStream(t *testing.T) {
-	db := stOpen(t)
+	db := ldbOpen(t)
 	const n = 20000
 	var progress []int
 	err := Synchronize(context.Background(), db, SyncOptions{
@@ -232,5 +232,5 @@ func TestTurboLargeStream(t *testing.T) {
 	if len(progress) != n/1000 || progress[len(progress)-1] != n {
 		t.Errorf("progress reports %v", progress)
 	}
-	stExpectSynced(t, db, "mock_tasks", "t0012345", map[string]any{"position": 12345.0, "is_completed": false, "project_id": "p45"})
+	ldbExpectMatches(t, db, "mock_tasks", "t0012345", map[string]any{"position": 12345.0, "is_completed": false, "project_id": "p45"})
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 )
 
@@ -127,7 +129,7 @@ func ldbSchemaJSON(t *testing.T, s *schema.Schema) []byte {
 
 func TestWatermelonDBFileOpensInGo(t *testing.T) {
 	ldbNeedNode(t)
-	full := ldbTodoSchema(t)
+	full := testutil.TodoSchema(t)
 	todoJSON, err := os.ReadFile(filepath.Join("..", "examples", "todo", "schema.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +245,7 @@ func ldbExpectInDump(t *testing.T, d *ldbDump, table, id string, match map[strin
 
 func TestGoFileOpensInWatermelonDB(t *testing.T) {
 	ldbNeedNode(t)
-	full := ldbTodoSchema(t)
+	full := testutil.TodoSchema(t)
 	todoJSON, err := os.ReadFile(filepath.Join("..", "examples", "todo", "schema.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +310,7 @@ func TestGoFileOpensInWatermelonDB(t *testing.T) {
 
 func TestMigrationsAcrossGoAndWatermelonDB(t *testing.T) {
 	ldbNeedNode(t)
-	full := ldbTodoSchema(t)
+	full := testutil.TodoSchema(t)
 	todoJSON, err := os.ReadFile(filepath.Join("..", "examples", "todo", "schema.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,13 @@
 package client
 
-// Test helpers of the sync tests. Their names start with "st" so that they do not
-// collide with the database's test helpers.
+// The test helpers of the package's tests, one family for the local database and sync
+// alike: "ldb…" for databases, records and fixtures, "st…" for sync's fake pull and push
+// functions and what a sync left behind. The prefixes leave other names free for
+// the test files.
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -13,13 +15,14 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/schema"
 )
 
-// stSchemaJSON mirrors WatermelonDB's test schema (src/__tests__/testModels.js).
-const stSchemaJSON = `{
-  "version": %d,
+// ldbMockSchemaJSON mirrors WatermelonDB's test schema (src/__tests__/testModels.js).
+const ldbMockSchemaJSON = `{
+  "version": 1,
   "tables": [
     {"name": "mock_projects", "columns": [{"name": "name", "type": "string"}]},
     {"name": "mock_project_sections", "columns": [{"name": "project_id", "type": "string"}]},
@@ -28,7 +31,7 @@ const stSchemaJSON = `{
       {"name": "position", "type": "number"},
       {"name": "is_completed", "type": "boolean"},
       {"name": "description", "type": "string", "isOptional": true},
-      {"name": "project_id", "type": "string"},
+      {"name": "project_id", "type": "string", "isIndexed": true},
       {"name": "project_section_id", "type": "string", "isOptional": true}
     ]},
     {"name": "mock_comments", "columns": [
@@ -40,24 +43,23 @@ const stSchemaJSON = `{
   ]
 }`
 
-var stTables = []string{"mock_projects", "mock_project_sections", "mock_tasks", "mock_comments"}
-
-func stSchema(t testing.TB) *schema.Schema {
+func ldbMockSchema(t testing.TB) *schema.Schema {
 	t.Helper()
-	s, err := schema.Parse([]byte(fmt.Sprintf(stSchemaJSON, 1)))
+	s, err := schema.Parse([]byte(ldbMockSchemaJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func stOpen(t testing.TB, s ...*schema.Schema) *DB {
+// ldbOpen opens a new database file with the mock schema (or s) in a temporary directory.
+func ldbOpen(t testing.TB, s ...*schema.Schema) *DB {
 	t.Helper()
-	sc := stSchema(t)
+	sc := ldbMockSchema(t)
 	if len(s) > 0 {
 		sc = s[0]
 	}
-	db, err := Open(filepath.Join(t.TempDir(), "client.db"), sc)
+	db, err := Open(filepath.Join(t.TempDir(), "test.db"), sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,15 +67,15 @@ func stOpen(t testing.TB, s ...*schema.Schema) *DB {
 	return db
 }
 
-func stWrite(t testing.TB, db *DB, fn func(tx *Tx) error) {
+func ldbWrite(t testing.TB, db *DB, fn func(tx *Tx) error) {
 	t.Helper()
 	if err := db.Write(context.Background(), fn); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// stRaw returns table#id as stored, nil when it does not exist.
-func stRaw(t testing.TB, db *DB, table, id string) Record {
+// ldbGetRaw returns the record table#id, or nil when it does not exist.
+func ldbGetRaw(t testing.TB, db *DB, table, id string) Record {
 	t.Helper()
 	var r Record
 	err := db.Read(context.Background(), func(tx *Tx) error {
@@ -81,27 +83,32 @@ func stRaw(t testing.TB, db *DB, table, id string) Record {
 		r, err = tx.Find(table, id)
 		return err
 	})
-	if err != nil {
+	if errors.Is(err, ErrNotFound) {
 		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	return r
 }
 
-// stExpectSynced checks that table#id is synced and has the values in match.
-func stExpectSynced(t testing.TB, db *DB, table, id string, match map[string]any) {
+// ldbExpectMatches checks that table#id exists and has the given fields; _status and
+// _changed default to "synced" and "" when match does not name them (WatermelonDB's
+// expectSyncedAndMatches).
+func ldbExpectMatches(t testing.TB, db *DB, table, id string, match map[string]any) {
 	t.Helper()
-	r := stRaw(t, db, table, id)
+	r := ldbGetRaw(t, db, table, id)
 	if r == nil {
 		t.Fatalf("%s#%s does not exist", table, id)
 	}
-	want := map[string]any{"_status": "synced", "_changed": "", "id": id}
+	want := map[string]any{"_status": StatusSynced, "_changed": "", "id": id}
 	for k, v := range match {
 		want[k] = v
 	}
-	stMatch(t, r, want)
+	ldbMatch(t, r, want)
 }
 
-func stMatch(t testing.TB, r Record, want map[string]any) {
+func ldbMatch(t testing.TB, r Record, want map[string]any) {
 	t.Helper()
 	for k, v := range want {
 		if !cmp.Equal(r[k], v) {
@@ -110,16 +117,43 @@ func stMatch(t testing.TB, r Record, want map[string]any) {
 	}
 }
 
-func stExpectMissing(t testing.TB, db *DB, table, id string) {
+func ldbExpectMissing(t testing.TB, db *DB, table, id string) {
 	t.Helper()
-	if r := stRaw(t, db, table, id); r != nil {
-		t.Fatalf("%s#%s exists: %v", table, id, r)
+	if r := ldbGetRaw(t, db, table, id); r != nil {
+		t.Errorf("%s#%s exists: %v", table, id, r)
 	}
 }
 
-// stInsert inserts a record with the given status through the public API: synced via
+// ldbInsert stores a record with the given status and changed (as WatermelonDB's test
+// helper prepareCreateFromRaw does): synced through InsertSynced, then the status set
+// directly.
+func ldbInsert(t testing.TB, tx *Tx, table string, raw map[string]any) {
+	t.Helper()
+	rec := Record{}
+	status, changed := StatusSynced, ""
+	for k, v := range raw {
+		switch k {
+		case "_status":
+			status = v.(string)
+		case "_changed":
+			changed = v.(string)
+		default:
+			rec[k] = v
+		}
+	}
+	if err := tx.InsertSynced(table, rec); err != nil {
+		t.Fatal(err)
+	}
+	if status != StatusSynced || changed != "" {
+		if _, err := tx.tx.Exec(`update "`+table+`" set "_status" = ?, "_changed" = ? where "id" = ?`, status, changed, rec["id"]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// ldbInsertAs inserts a record with the given status through the public API: synced via
 // InsertSynced, created via Create.
-func stInsert(t testing.TB, tx *Tx, table string, raw map[string]any, status string) {
+func ldbInsertAs(t testing.TB, tx *Tx, table string, raw map[string]any, status string) {
 	t.Helper()
 	var err error
 	if status == "created" {
@@ -132,13 +166,14 @@ func stInsert(t testing.TB, tx *Tx, table string, raw map[string]any, status str
 	}
 }
 
-// stLocal are the records made by stMakeLocalChanges (WatermelonDB's makeLocalChanges).
-type stLocal map[string]Record
+// ldbLocal are the records made by ldbMakeLocalChanges (WatermelonDB's makeLocalChanges).
+type ldbLocal map[string]Record
 
-// stMakeLocalChanges makes the local state of WatermelonDB's sync tests: synced,
+// ldbMakeLocalChanges makes the local state of WatermelonDB's sync tests (its
+// makeLocalChanges in sync tests' helpers.js): synced,
 // created, updated, deleted and destroyed records in three tables. There are 10 local
 // changes: 4 created, 3 updated, 3 deleted.
-func stMakeLocalChanges(t testing.TB, db *DB) stLocal {
+func ldbMakeLocalChanges(t testing.TB, db *DB) ldbLocal {
 	t.Helper()
 	ts := map[string]any{"created_at": 1000.0, "updated_at": 2000.0}
 	with := func(m map[string]any, extra map[string]any) map[string]any {
@@ -151,21 +186,21 @@ func stMakeLocalChanges(t testing.TB, db *DB) stLocal {
 		}
 		return out
 	}
-	stWrite(t, db, func(tx *Tx) error {
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "pSynced"}, "synced")
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "pCreated1"}, "created")
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "pCreated2"}, "created")
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "pUpdated"}, "synced")
-		stInsert(t, tx, "mock_projects", map[string]any{"id": "pDeleted"}, "synced")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "tSynced"}, "synced")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "tCreated"}, "created")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "tUpdated", "name": "orig", "description": "orig", "project_id": "orig"}, "synced")
-		stInsert(t, tx, "mock_tasks", map[string]any{"id": "tDeleted"}, "synced")
-		stInsert(t, tx, "mock_comments", with(map[string]any{"id": "cSynced"}, ts), "synced")
-		stInsert(t, tx, "mock_comments", with(map[string]any{"id": "cCreated"}, ts), "created")
-		stInsert(t, tx, "mock_comments", with(map[string]any{"id": "cUpdated"}, ts), "synced")
-		stInsert(t, tx, "mock_comments", with(map[string]any{"id": "cDeleted"}, ts), "synced")
-		stInsert(t, tx, "mock_comments", map[string]any{"id": "cDestroyed"}, "synced")
+	ldbWrite(t, db, func(tx *Tx) error {
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "pSynced"}, "synced")
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "pCreated1"}, "created")
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "pCreated2"}, "created")
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "pUpdated"}, "synced")
+		ldbInsertAs(t, tx, "mock_projects", map[string]any{"id": "pDeleted"}, "synced")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "tSynced"}, "synced")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "tCreated"}, "created")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "tUpdated", "name": "orig", "description": "orig", "project_id": "orig"}, "synced")
+		ldbInsertAs(t, tx, "mock_tasks", map[string]any{"id": "tDeleted"}, "synced")
+		ldbInsertAs(t, tx, "mock_comments", with(map[string]any{"id": "cSynced"}, ts), "synced")
+		ldbInsertAs(t, tx, "mock_comments", with(map[string]any{"id": "cCreated"}, ts), "created")
+		ldbInsertAs(t, tx, "mock_comments", with(map[string]any{"id": "cUpdated"}, ts), "synced")
+		ldbInsertAs(t, tx, "mock_comments", with(map[string]any{"id": "cDeleted"}, ts), "synced")
+		ldbInsertAs(t, tx, "mock_comments", map[string]any{"id": "cDestroyed"}, "synced")
 
 		must := func(err error) {
 			if err != nil {
@@ -182,20 +217,64 @@ func stMakeLocalChanges(t testing.TB, db *DB) stLocal {
 		must(tx.DestroyPermanently("mock_comments", "cDestroyed"))
 		return nil
 	})
-	out := stLocal{}
+	out := ldbLocal{}
 	for _, ref := range [][2]string{{"mock_projects", "pSynced"}, {"mock_projects", "pCreated1"}, {"mock_projects", "pCreated2"},
 		{"mock_projects", "pUpdated"}, {"mock_tasks", "tSynced"}, {"mock_tasks", "tCreated"}, {"mock_tasks", "tUpdated"},
 		{"mock_comments", "cSynced"}, {"mock_comments", "cCreated"}, {"mock_comments", "cUpdated"}} {
-		out[ref[1]] = stRaw(t, db, ref[0], ref[1])
+		out[ref[1]] = ldbGetRaw(t, db, ref[0], ref[1])
 	}
 	return out
 }
+
+// ldbCountAll counts the records (not marked as deleted) of the tables.
+func ldbCountAll(t testing.TB, db *DB, tables ...string) int {
+	t.Helper()
+	n := 0
+	err := db.Read(context.Background(), func(tx *Tx) error {
+		for _, table := range tables {
+			c, err := tx.Count(table, Query{})
+			if err != nil {
+				return err
+			}
+			n += c
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ldbDeletedIDs lists the ids marked as deleted in the tables, in table order.
+func ldbDeletedIDs(t testing.TB, db *DB, tables ...string) []string {
+	t.Helper()
+	out := []string{}
+	err := db.Read(context.Background(), func(tx *Tx) error {
+		for _, table := range tables {
+			recs, err := tx.Query(table, Query{Where: []Condition{Eq("_status", StatusDeleted)}, IncludeDeleted: true, SortBy: []Sort{Asc("id")}})
+			if err != nil {
+				return err
+			}
+			for _, r := range recs {
+				out = append(out, r["id"].(string))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var ldbAllMockTables = []string{"mock_projects", "mock_project_sections", "mock_tasks", "mock_comments"}
 
 // stChangeSet builds a Changes with an entry for every mock table (WatermelonDB's
 // makeChangeSet).
 func stChangeSet(set map[string]melonsync.TableChanges) melonsync.Changes {
 	out := melonsync.Changes{}
-	for _, t := range stTables {
+	for _, t := range ldbAllMockTables {
 		tc := set[t]
 		if tc.Created == nil {
 			tc.Created = []melonsync.RawRecord{}
