@@ -38,6 +38,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, counts requests and records.
 	Metrics *Metrics
+	// CORSOrigins are the browser origins allowed to call the sync routes ("*": any);
+	// empty turns CORS off. See ParseCORSOrigins.
+	CORSOrigins []string
 	// SyncLog, when set, receives one entry per pull and push.
 	SyncLog *admin.Log
 	// Devices, when set, refuses revoked devices and serves forced replacements.
@@ -75,8 +78,8 @@ type Handler struct {
 }
 
 // NewHandler returns the HTTP handler of svc: POST /api/sync/pull, POST
-// /api/sync/push, GET and POST /sync, GET /api/sync/events (live updates) and
-// GET /healthz.
+// /api/sync/push, GET and POST /sync, GET /api/sync/events (live updates), POST
+// /api/sync/events/ticket (a ticket that opens the event stream) and GET /healthz.
 func NewHandler(svc *server.Service, opts Options) *Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -96,6 +99,7 @@ func NewHandler(svc *server.Service, opts Options) *Handler {
 	h.mux.HandleFunc("/api/sync/push", h.only("POST", h.pushPost))
 	h.mux.HandleFunc("/sync", h.syncDocs)
 	h.mux.HandleFunc("/api/sync/events", h.only("GET", h.events))
+	h.mux.HandleFunc("/api/sync/events/ticket", h.only("POST", h.eventsTicket))
 	h.mux.HandleFunc("/healthz", h.only("GET", h.healthz))
 	admin := h.adminHandler()
 	h.mux.Handle("/admin/", admin)
@@ -133,6 +137,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.opts.Metrics.observe(route(r.URL.Path), sw.status, d)
 		h.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "bytes", sw.n, "ms", d.Milliseconds())
 	}()
+	if h.cors(sw, r) {
+		return
+	}
 	h.mux.ServeHTTP(sw, r)
 }
 
@@ -285,16 +292,22 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 
 // caller authenticates r and reads the protocol headers.
 func (h *Handler) caller(r *http.Request) (server.Caller, error) {
-	user, err := h.opts.Auth.Verify(r.Header.Get("Authorization"))
+	_, c, err := h.identify(r)
+	return c, err
+}
+
+// identify is caller that also returns the token's identity.
+func (h *Handler) identify(r *http.Request) (Identity, server.Caller, error) {
+	id, err := h.opts.Auth.Authenticate(r.Header.Get("Authorization"))
 	if err != nil {
-		return server.Caller{}, err
+		return id, server.Caller{}, err
 	}
-	c := server.Caller{User: user, Device: r.Header.Get(melonsync.HeaderDevice)}
+	c := server.Caller{User: id.User, Device: r.Header.Get(melonsync.HeaderDevice)}
 	if c.Device != "" && !melonsync.ValidID(c.Device) {
-		return c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
+		return id, c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
 	}
 	c.CreatedAsUpdated, _ = strconv.ParseBool(r.Header.Get(melonsync.HeaderCreatedAsUpdated))
-	return c, h.gate(r, c)
+	return id, c, h.gate(r, c)
 }
 
 // readBody reads the whole body (gunzipping it when Content-Encoding says gzip) up to

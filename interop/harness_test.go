@@ -147,7 +147,13 @@ var errNoPostgres = errors.New("melonsync serve refuses --db postgres://")
 // startServer runs "melonsync serve" and waits until it reports its address.
 func startServer(t *testing.T, db string, args ...string) (*server, error) {
 	t.Helper()
-	s := &server{t: t, db: db, schema: filepath.Join("..", "examples", "todo", "schema.json"), log: &lockedBuffer{}}
+	return startServerSchema(t, db, filepath.Join("..", "examples", "todo", "schema.json"), args...)
+}
+
+// startServerSchema is startServer with another schema file.
+func startServerSchema(t *testing.T, db, schemaFile string, args ...string) (*server, error) {
+	t.Helper()
+	s := &server{t: t, db: db, schema: schemaFile, log: &lockedBuffer{}}
 	if err := s.start("127.0.0.1:0", args...); err != nil {
 		return nil, err
 	}

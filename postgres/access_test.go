@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"sort"
 	"testing"
 	"time"
 
@@ -10,70 +9,16 @@ import (
 	"github.com/melonsync/melonsync/server/storetest"
 )
 
-func sortedIDs(ids []string) []string {
-	out := append([]string{}, ids...)
-	sort.Strings(out)
-	return out
-}
-
 // TestPlainSQLMembership: the app's backend adds a member, moves a row between teams
 // and removes a member with plain SQL; pulls treat it exactly as if pushed.
 func TestPlainSQLMembership(t *testing.T) {
 	s := openTestStore(t)
 	h := storetest.NewHarnessWith(t, s, storetest.TeamsSchema(t))
-	sch := `"` + s.SchemaName() + `".`
 	conn := plainConn(t)
-
-	t0 := h.PullFrom("alice", "a1", 0).Timestamp
-	h.MustPush("alice", "a1", t0, `{"teams":{"created":[{"id":"t1","name":"One"}]},
-		"team_members":{"created":[{"id":"m-alice","team_id":"t1","user_id":"alice"}]},
-		"tasks":{"created":[{"id":"k1","team_id":"t1","title":"old"},{"id":"k2","team_id":"t1","title":"older"}]}}`)
-	h.MustPush("carol", "c1", t0, `{"teams":{"created":[{"id":"t2","name":"Two"}]},
-		"team_members":{"created":[{"id":"m-carol","team_id":"t2","user_id":"carol"}]}}`)
-	b := h.PullFrom("bob", "b1", 0)
-	c := h.PullFrom("carol", "c1", 0)
-	if got := len(changes(b, "tasks").Created); got != 0 {
-		t.Fatalf("bob sees %d tasks before joining", got)
-	}
-
-	// The backend adds bob to t1.
-	sqlExec(t, conn, `INSERT INTO `+sch+`team_members (id, __owner, team_id, user_id) VALUES ('m-bob', 'backend', 't1', 'bob')`)
-	r := h.PullFrom("bob", "b1", b.Timestamp)
-	if got := jsonOf(sortedIDs(storetest.IDs(changes(r, "tasks").Created))); got != `["k1","k2"]` {
-		t.Errorf("bob after a plain-SQL join: tasks created %s", got)
-	}
-	if got := jsonOf(storetest.IDs(changes(r, "teams").Created)); got != `["t1"]` {
-		t.Errorf("bob after a plain-SQL join: teams created %s", got)
-	}
-	// And bob may now push to t1.
-	if resp := h.MustPush("bob", "b1", r.Timestamp, `{"tasks":{"updated":[{"id":"k1","title":"by bob"}]}}`); len(resp.RejectedIDs) > 0 {
-		t.Errorf("bob's push after a plain-SQL join rejected %v", resp.RejectedIDs)
-	}
-	b = h.PullFrom("bob", "b1", r.Timestamp)
-
-	// The backend moves k2 from t1 to t2: bob loses it, carol gets it.
-	sqlExec(t, conn, `UPDATE `+sch+`tasks SET team_id = 't2' WHERE id = 'k2'`)
-	rb := h.PullFrom("bob", "b1", b.Timestamp)
-	if got := jsonOf(changes(rb, "tasks").Deleted); got != `["k2"]` {
-		t.Errorf("bob after a plain-SQL move: deleted %s", got)
-	}
-	rc := h.PullFrom("carol", "c1", c.Timestamp)
-	if got := jsonOf(storetest.IDs(changes(rc, "tasks").Created)); got != `["k2"]` {
-		t.Errorf("carol after a plain-SQL move: created %s", got)
-	}
-
-	// The backend removes bob: his next pull deletes everything of t1 he had.
-	sqlExec(t, conn, `DELETE FROM `+sch+`team_members WHERE id = 'm-bob'`)
-	rb2 := h.PullFrom("bob", "b1", rb.Timestamp)
-	if got := jsonOf(sortedIDs(changes(rb2, "team_members").Deleted)); got != `["m-alice","m-bob"]` {
-		t.Errorf("bob after a plain-SQL removal: members deleted %s", got)
-	}
-	if got := jsonOf(changes(rb2, "tasks").Deleted); got != `["k1"]` {
-		t.Errorf("bob after a plain-SQL removal: tasks deleted %s", got)
-	}
-	if resp := h.MustPush("bob", "b1", rb2.Timestamp, `{"tasks":{"updated":[{"id":"k1","title":"sneak"}]}}`); jsonOf(resp.RejectedIDs["tasks"]) != `["k1"]` {
-		t.Errorf("bob's push after a plain-SQL removal: rejected %v", resp.RejectedIDs)
-	}
+	storetest.PlainSQLAccess(t, h, func(q string) error {
+		_, err := conn.Exec(context.Background(), q)
+		return err
+	}, func(table string) string { return `"` + s.SchemaName() + `".` + table })
 }
 
 // TestAccessLiveUpdatesAcrossProcesses: two server processes on one database; a
@@ -97,9 +42,9 @@ func TestAccessLiveUpdatesAcrossProcesses(t *testing.T) {
 	t0 := h1.PullFrom("alice", "a1", 0).Timestamp
 	h1.MustPush("alice", "a1", t0, `{"teams":{"created":[{"id":"t1","name":"One"}]},
 		"team_members":{"created":[{"id":"m-alice","team_id":"t1","user_id":"alice"},{"id":"m-bob","team_id":"t1","user_id":"bob"}]}}`)
-	bob, stopB := h2.Svc.Feed().Subscribe("bob")
+	bob, stopB := h2.Svc.Feed().Subscribe("bob", "")
 	defer stopB()
-	carol, stopC := h2.Svc.Feed().Subscribe("carol")
+	carol, stopC := h2.Svc.Feed().Subscribe("carol", "")
 	defer stopC()
 	// The watcher may not listen yet: push until bob hears of it.
 	heard := false

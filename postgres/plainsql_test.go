@@ -215,15 +215,16 @@ func TestWatch(t *testing.T) {
 	sch := `"` + s.SchemaName() + `".`
 	ctx, cancel := context.WithCancel(context.Background())
 	type event struct {
-		user string
-		v    int64
+		user   string
+		v      int64
+		device string
 	}
 	events := make(chan event, 100)
 	watchErr := make(chan error, 1)
 	go func() {
 		watchErr <- s.Watch(ctx, func(ch server.Change) {
 			if ch.User != "" {
-				events <- event{ch.User, ch.Version}
+				events <- event{ch.User, ch.Version, ch.Device}
 			}
 		})
 	}()
@@ -235,6 +236,9 @@ func TestWatch(t *testing.T) {
 			select {
 			case e := <-events:
 				if e.user == user {
+					if e.device != "" {
+						t.Errorf("%s: a plain SQL write was announced with device %q", what, e.device)
+					}
 					return e.v
 				}
 			case <-timeout:
@@ -251,6 +255,9 @@ func TestWatch(t *testing.T) {
 		case e := <-events:
 			if e.user == "alice" && e.v == resp.Timestamp {
 				got = e.v
+				if e.device != "a" {
+					t.Errorf("a push by device a was announced with device %q", e.device)
+				}
 			}
 		case <-time.After(200 * time.Millisecond):
 		}

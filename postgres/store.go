@@ -532,16 +532,17 @@ func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 		if err != nil {
 			return wrap("watch", err)
 		}
-		vs, rest, ok := strings.Cut(n.Payload, " ")
+		head, rest, ok := strings.Cut(n.Payload, " ")
+		vs, device, _ := strings.Cut(head, ":")
 		v, err := strconv.ParseInt(vs, 10, 64)
 		if !ok || err != nil {
 			continue
 		}
 		if n.Channel == s.tableChannel() {
 			table, group, _ := strings.Cut(rest, " ")
-			fn(server.Change{Version: v, Table: table, Group: group})
+			fn(server.Change{Version: v, Table: table, Group: group, Device: device})
 		} else {
-			fn(server.Change{Version: v, User: rest})
+			fn(server.Change{Version: v, User: rest, Device: device})
 		}
 	}
 }

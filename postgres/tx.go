@@ -252,8 +252,10 @@ type writeTx struct {
 	// looked keeps what Lookup found, by table and id, to check at Apply that
 	// nothing appeared in between (rows absent at Lookup cannot be locked).
 	looked map[string]map[string]server.Meta
-	// owners whose data this transaction changed, for NOTIFY.
+	// owners whose data this transaction changed, and the device that changed it,
+	// for NOTIFY.
 	owners map[string]bool
+	device string
 	// tables changed ("table group") and users named by membership rows, for NOTIFY.
 	tables map[string]bool
 	// locate: constraints are checked at once and refused records are found one by
@@ -356,13 +358,19 @@ func (w *writeTx) touched(t *schema.Table, op server.Op) {
 }
 
 // notify queues one notification per owner whose data changed and per group or
-// public table changed; PostgreSQL delivers them at commit.
+// public table changed; PostgreSQL delivers them at commit. A payload starts with
+// "VERSION", or "VERSION:DEVICE" when the pushing device is known (device ids hold
+// neither ':' nor ' '), so that listeners on other processes can skip the pushing
+// device's own streams.
 func (w *writeTx) notify() error {
 	if w.version == 0 || len(w.owners)+len(w.tables) == 0 {
 		return nil
 	}
 	b := &pgx.Batch{}
 	v := strconv.FormatInt(w.version, 10)
+	if w.device != "" && melonsync.ValidID(w.device) {
+		v += ":" + w.device
+	}
 	for o := range w.owners {
 		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), v+" "+o)
 	}
@@ -381,6 +389,9 @@ func (w *writeTx) notify() error {
 // When the database refuses a write for its data (refused.go), the attempt ends with
 // errLocate and Write runs it again in locate mode, which finds the refused records.
 func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
+	if len(ops) > 0 && ops[0].Device != "" {
+		w.device = ops[0].Device
+	}
 	if w.locate {
 		return w.applyLocating(t, ops)
 	}

@@ -9,18 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/sqlite"
 )
 
 // testServer is the real handler over a real store on a loopback listener. restart
@@ -263,36 +259,4 @@ func pullAll(srv *testServer, hc *http.Client, token string) (map[string]map[str
 		}
 	}
 	return out, nil
-}
-
-// requireAccessRules skips t when this build does not apply the schema's "access"
-// rules (SPEC §6) yet: a client's push to a public table must be refused.
-func requireAccessRules(t testing.TB) {
-	t.Helper()
-	if os.Getenv("MELONSYNC_TEST_ACCESS_FORCE") != "" {
-		return
-	}
-	sch, err := schema.Parse([]byte(`{"version":1,"tables":[{"name":"a","columns":[]}],"access":{"tables":{"a":{"public":true}}}}`))
-	if err != nil {
-		t.Skip("this build does not read the schema's \"access\" object yet")
-	}
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "probe.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	if err := store.Prepare(context.Background(), sch); err != nil {
-		t.Fatal(err)
-	}
-	p, err := server.DecodePush(sch, []byte(`{"lastPulledAt":0,"changes":{"a":{"created":[{"id":"x"}]}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := server.New(store, sch).Push(context.Background(), server.Caller{User: "u"}, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.RejectedIDs["a"]) == 0 {
-		t.Skip("this build does not apply the schema's \"access\" rules yet")
-	}
 }

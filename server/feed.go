@@ -8,29 +8,44 @@ import (
 )
 
 // Feed tells listeners that a user's data changed: after every committed push, the
-// user and the version written. A listener sees at least the latest version since it
-// last looked (intermediate ones may be folded together); it then pulls.
+// user, the version written and the device that pushed. A listener sees at least the
+// latest version since it last looked (intermediate ones may be folded together); it
+// then pulls.
+//
+// Each listener gets a version once: a change announced twice (by the process that
+// took the push, then again by the store's cross-process notifications) or late (a
+// version not newer than one it was already told of, which its pull covers because
+// versions commit in order) is dropped. A listener does not get the changes its own
+// device pushed; those do not count as told, so an older change of another device that
+// arrives after them is still announced.
 type Feed struct {
 	mu   sync.Mutex
-	subs map[string]map[chan int64]struct{}
+	subs map[string]map[*subscription]struct{}
 }
 
-// Subscribe returns a channel that receives versions of changes to user's data, and a
-// function that ends the subscription.
-func (f *Feed) Subscribe(user string) (<-chan int64, func()) {
-	ch := make(chan int64, 1)
+type subscription struct {
+	device string
+	told   int64 // the newest version handed to ch (under Feed.mu)
+	ch     chan int64
+}
+
+// Subscribe returns a channel that receives versions of changes to user's data made by
+// other devices than device ("" receives every change), and a function that ends the
+// subscription.
+func (f *Feed) Subscribe(user, device string) (<-chan int64, func()) {
+	s := &subscription{device: device, ch: make(chan int64, 1)}
 	f.mu.Lock()
 	if f.subs == nil {
-		f.subs = map[string]map[chan int64]struct{}{}
+		f.subs = map[string]map[*subscription]struct{}{}
 	}
 	if f.subs[user] == nil {
-		f.subs[user] = map[chan int64]struct{}{}
+		f.subs[user] = map[*subscription]struct{}{}
 	}
-	f.subs[user][ch] = struct{}{}
+	f.subs[user][s] = struct{}{}
 	f.mu.Unlock()
-	return ch, func() {
+	return s.ch, func() {
 		f.mu.Lock()
-		delete(f.subs[user], ch)
+		delete(f.subs[user], s)
 		if len(f.subs[user]) == 0 {
 			delete(f.subs, user)
 		}
@@ -38,32 +53,47 @@ func (f *Feed) Subscribe(user string) (<-chan int64, func()) {
 	}
 }
 
-// Publish tells user's listeners about version v. It never blocks.
-func (f *Feed) Publish(user string, v int64) {
+// Skip tells the subscription behind ch that it knows every version up to v (for
+// example the clock it read after subscribing), so that they are not sent again.
+func (f *Feed) Skip(user string, ch <-chan int64, v int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for ch := range f.subs[user] {
-		select {
-		case ch <- v:
+	for s := range f.subs[user] {
+		if s.ch != ch {
+			continue
+		}
+		s.told = max(s.told, v)
+		select { // a pending version up to v is covered now
+		case old := <-s.ch:
+			if old > v {
+				s.ch <- old
+			}
 		default:
-			// Full: replace the pending version with the newer one.
-			select {
-			case old := <-ch:
-				if old > v {
-					v = old
-				}
-			default:
-			}
-			select {
-			case ch <- v:
-			default:
-			}
 		}
 	}
 }
 
-// PublishAll tells every listener about version v (a public table changed).
-func (f *Feed) PublishAll(v int64) {
+// Publish tells user's listeners about version v, written by device ("" when
+// unknown). It never blocks.
+func (f *Feed) Publish(user string, v int64, device string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s := range f.subs[user] {
+		if v <= s.told || (device != "" && device == s.device) {
+			continue
+		}
+		s.told = v
+		select {
+		case <-s.ch: // replace a pending older version with this one
+		default:
+		}
+		s.ch <- v
+	}
+}
+
+// PublishAll tells every listener about version v (a public table changed) by
+// device.
+func (f *Feed) PublishAll(v int64, device string) {
 	f.mu.Lock()
 	users := make([]string, 0, len(f.subs))
 	for u := range f.subs {
@@ -71,7 +101,7 @@ func (f *Feed) PublishAll(v int64) {
 	}
 	f.mu.Unlock()
 	for _, u := range users {
-		f.Publish(u, v)
+		f.Publish(u, v, device)
 	}
 }
 
@@ -90,11 +120,14 @@ type Change struct {
 	User    string
 	Table   string
 	Group   string
+	// Device pushed the change ("" when unknown, or written outside melonsync); its
+	// own streams are not told.
+	Device string
 }
 
 // Watcher is implemented by stores that several server processes share: Watch calls
 // fn for every write committed by any process (including writes from outside
-// melonsync), until ctx ends or the watch fails.
+// melonsync, whose Device is ""), until ctx ends or the watch fails.
 type Watcher interface {
 	Watch(ctx context.Context, fn func(Change)) error
 }
@@ -103,10 +136,14 @@ type Watcher interface {
 // of a group (read from the members table now, after the commit) or everyone.
 func (s *Service) deliver(ctx context.Context, changes []Change) {
 	groups := map[*schema.Group]map[string]int64{}
+	device := "" // the changes of one write, by one device
+	if len(changes) > 0 {
+		device = changes[0].Device
+	}
 	for _, ch := range changes {
 		switch {
 		case ch.User != "":
-			s.feed.Publish(ch.User, ch.Version)
+			s.feed.Publish(ch.User, ch.Version, ch.Device)
 		case ch.Table != "":
 			t := s.schema.Table(ch.Table)
 			if t == nil {
@@ -114,7 +151,7 @@ func (s *Service) deliver(ctx context.Context, changes []Change) {
 			}
 			switch t.Rule.Kind {
 			case schema.Public:
-				s.feed.PublishAll(ch.Version)
+				s.feed.PublishAll(ch.Version, ch.Device)
 			case schema.GroupRule:
 				if ch.Group == "" {
 					continue
@@ -131,8 +168,9 @@ func (s *Service) deliver(ctx context.Context, changes []Change) {
 		return
 	}
 	type poke struct {
-		user string
-		v    int64
+		user   string
+		v      int64
+		device string
 	}
 	var pokes []poke
 	err := s.store.Read(ctx, func(tx ReadTx) error {
@@ -144,7 +182,7 @@ func (s *Service) deliver(ctx context.Context, changes []Change) {
 			}
 			err := tx.Scan(g.Members, nil, Filter{Groups: list}, func(r *Row) error {
 				if r.User != "" {
-					pokes = append(pokes, poke{r.User, ids[r.Group]})
+					pokes = append(pokes, poke{r.User, ids[r.Group], device})
 				}
 				return nil
 			})
@@ -158,7 +196,7 @@ func (s *Service) deliver(ctx context.Context, changes []Change) {
 		return // listeners still poll; nothing is lost but promptness
 	}
 	for _, p := range pokes {
-		s.feed.Publish(p.user, p.v)
+		s.feed.Publish(p.user, p.v, p.device)
 	}
 }
 

@@ -244,7 +244,7 @@ type planned struct {
 // (owner tables), the groups of group tables' rows before and after, the users that
 // membership rows named before and after, everyone for public tables.
 func changesOf(c Caller, v int64, plan []planned) []Change {
-	out := []Change{{Version: v, User: c.User}}
+	out := []Change{{Version: v, User: c.User, Device: c.Device}}
 	seen := map[Change]bool{}
 	add := func(ch Change) {
 		if !seen[ch] {
@@ -260,12 +260,12 @@ func changesOf(c Caller, v int64, plan []planned) []Change {
 		for _, op := range pl.ops {
 			for _, g := range []string{op.OldGroup, op.Group} {
 				if g != "" || t.Rule.Kind == schema.Public {
-					add(Change{Version: v, Table: t.Name, Group: g})
+					add(Change{Version: v, Table: t.Name, Group: g, Device: c.Device})
 				}
 			}
 			for _, u := range []string{op.OldUser, op.User} {
 				if u != "" {
-					add(Change{Version: v, User: u})
+					add(Change{Version: v, User: u, Device: c.Device})
 				}
 			}
 		}

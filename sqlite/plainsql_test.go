@@ -164,3 +164,19 @@ func TestUpgradeOldLayout(t *testing.T) {
 		t.Errorf("the old record's version was not kept: %s", jsonOf(r.Changes))
 	}
 }
+
+// TestPlainSQLMembership: memberships and moves written by the app's own SQL count
+// as pushed ones (the access bookkeeping triggers).
+func TestPlainSQLMembership(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.db")
+	s, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := storetest.NewHarnessWith(t, s, storetest.TeamsSchema(t))
+	app := openApp(t, path)
+	storetest.PlainSQLAccess(t, h, func(q string) error {
+		_, err := app.Exec(q)
+		return err
+	}, func(table string) string { return table })
+}

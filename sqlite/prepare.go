@@ -289,6 +289,9 @@ func prepareTable(ctx context.Context, tx *sql.Tx, t *schema.Table, conv []serve
 			return false, err
 		}
 	}
+	if err := prepareAccessTriggers(ctx, tx, t); err != nil {
+		return false, fmt.Errorf("access triggers: %w", err)
+	}
 	return rebuilt, nil
 }
 

@@ -87,6 +87,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		`CREATE TABLE IF NOT EXISTS "__melon_moves" ("tbl" TEXT NOT NULL, "id" TEXT NOT NULL, "version" INTEGER NOT NULL,
 			"from_grp" TEXT NOT NULL, "to_grp" TEXT NOT NULL, "from_usr" TEXT NOT NULL DEFAULT '', "to_usr" TEXT NOT NULL DEFAULT '',
 			PRIMARY KEY ("tbl", "id", "version"))`,
+		// Group and user of rows being deleted by plain SQL, until their tombstone
+		// takes them (access_triggers.go).
+		`CREATE TABLE IF NOT EXISTS "__melon_gone" ("tbl" TEXT NOT NULL, "id" TEXT NOT NULL, "grp" TEXT NOT NULL, "usr" TEXT NOT NULL, PRIMARY KEY ("tbl", "id"))`,
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_grp" ON "__melon_moves" ("tbl", "from_grp", "version")`,
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_usr" ON "__melon_moves" ("tbl", "from_usr", "version") WHERE "from_usr" <> ''`,
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_to_usr" ON "__melon_moves" ("tbl", "to_usr", "version") WHERE "to_usr" <> ''`,

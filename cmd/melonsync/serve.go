@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/melonsync/melonsync/admin"
@@ -45,6 +46,13 @@ type ServeMain struct {
 	HookSecret  string
 	HookTimeout time.Duration
 	HookTables  string
+	// CORSOrigins is --cors-origins; the JWT fields configure identity-provider tokens.
+	CORSOrigins  string
+	JWKSURL      string
+	JWKSFile     string
+	JWTIssuer    string
+	JWTAudience  string
+	JWTUserClaim string
 
 	stdout, stderr io.Writer
 	store          server.Store
@@ -63,7 +71,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(m.stderr)
 	setUsage(fs, "melonsync serve --schema FILE [flags]",
-		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, GET /healthz). The JWT secret is\n$MELONSYNC_JWT_SECRET, or one generated on first start and kept in the store.")
+		"Serves the WatermelonDB sync protocol (POST /api/sync/pull and /api/sync/push,\nGET/POST /sync, GET /api/sync/events, POST /api/sync/events/ticket, GET /healthz).\nHS256 tokens are signed with $MELONSYNC_JWT_SECRET, or a secret generated on first\nstart and kept in the store; --jwks-url/--jwks-file add an identity provider's tokens.")
 	fs.StringVar(&m.Addr, "addr", "127.0.0.1:8080", "address to listen on (port 0: any free port)")
 	fs.StringVar(&m.DB, "db", "./melonsync.db", "store: a SQLite file path, or a postgres:// URL")
 	fs.StringVar(&m.SchemaPath, "schema", "", "schema JSON file (WatermelonDB appSchema output or the hand-written form); required")
@@ -75,6 +83,12 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.StringVar(&m.CORSOrigins, "cors-origins", "", "browser origins allowed to sync, comma-separated, or * (off when empty)")
+	fs.StringVar(&m.JWKSURL, "jwks-url", "", "accept RS256/ES256/EdDSA tokens signed by a key of the key set (JWKS) at this URL")
+	fs.StringVar(&m.JWKSFile, "jwks-file", "", "like --jwks-url, with the key set in a file")
+	fs.StringVar(&m.JWTIssuer, "jwt-issuer", "", "with a key set: the iss that its tokens must have")
+	fs.StringVar(&m.JWTAudience, "jwt-audience", "", "with a key set: the aud that its tokens must include")
+	fs.StringVar(&m.JWTUserClaim, "jwt-user-claim", "sub", "with a key set: the claim of its tokens that holds the user id")
 	fs.StringVar(&m.AdminToken, "admin-token", "", "turns on the admin dashboard at /admin/ and its API at /admin/api/, for this token (off when empty)")
 	fs.BoolVar(&m.Dev, "dev", false, "development mode: the admin API can mint user tokens")
 	fs.IntVar(&m.SyncLogMax, "sync-log-max-entries", admin.DefaultLogMaxEntries, "how many sync log entries (one per pull and push) the store keeps (0: no sync log)")
@@ -105,6 +119,15 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	}
 	if err := m.checkHookFlags(); err != nil {
 		return err
+	}
+	if _, err := mhttp.ParseCORSOrigins(m.CORSOrigins); err != nil {
+		return fmt.Errorf("serve: --cors-origins: %w", err)
+	}
+	if m.JWKSURL != "" && m.JWKSFile != "" {
+		return errors.New("serve: give --jwks-url or --jwks-file, not both")
+	}
+	if m.JWKSURL == "" && m.JWKSFile == "" && (m.JWTIssuer != "" || m.JWTAudience != "") {
+		return errors.New("serve: --jwt-issuer and --jwt-audience apply to key-set tokens; give --jwks-url or --jwks-file too")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
@@ -173,11 +196,24 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	if m.JWKSURL != "" || m.JWKSFile != "" {
+		err := auth.UseKeySet(ctx, mhttp.KeySetOptions{URL: m.JWKSURL, File: m.JWKSFile, Issuer: m.JWTIssuer,
+			Audience: m.JWTAudience, UserClaim: m.JWTUserClaim, Logger: log})
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer auth.Close()
+		log.Info("identity-provider tokens", "key_set", firstNonEmpty(m.JWKSURL, m.JWKSFile), "issuer", m.JWTIssuer, "audience", m.JWTAudience, "user_claim", m.JWTUserClaim)
+	}
+	origins, _ := mhttp.ParseCORSOrigins(m.CORSOrigins)
+	if len(origins) > 0 {
+		log.Info("cors", "origins", strings.Join(origins, ","))
+	}
 	svc := server.New(store, sch)
 	if err := m.setHook(svc); err != nil {
 		return err
 	}
-	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir}
+	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir, CORSOrigins: origins}
 	if as, ok := store.(admin.Store); ok {
 		opts.Devices = as
 		if m.SyncLogMax > 0 {
@@ -272,6 +308,15 @@ func watchLoop(ctx context.Context, svc *server.Service, log *slog.Logger) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
 }
 
 // Close releases the store.

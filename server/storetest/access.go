@@ -391,9 +391,9 @@ func testAccessFeed(t *testing.T, h *Harness) {
 	team(h, "alice", "a1", t0, "t1")
 	member(h, "alice", "a1", t0, "t1", "bob")
 	feed := h.Svc.Feed()
-	bob, stopB := feed.Subscribe("bob")
+	bob, stopB := feed.Subscribe("bob", "")
 	defer stopB()
-	carol, stopC := feed.Subscribe("carol")
+	carol, stopC := feed.Subscribe("carol", "")
 	defer stopC()
 	drain := func(ch <-chan int64) {
 		for {
