@@ -15,11 +15,17 @@ import (
 // returns its URL and database path; it stops when the test ends.
 func startServe(t *testing.T) (url, db string) {
 	t.Helper()
+	return startServeWith(t, "../../examples/todo/schema.json")
+}
+
+// startServeWith is startServe with another schema file.
+func startServeWith(t *testing.T, schemaPath string) (url, db string) {
+	t.Helper()
 	t.Setenv("MELONSYNC_JWT_SECRET", "")
 	db = filepath.Join(t.TempDir(), "server.db")
 	var stderr bytes.Buffer
 	m := NewServeMain(&bytes.Buffer{}, &stderr)
-	if err := m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--db", db, "--schema", "../../examples/todo/schema.json"}); err != nil {
+	if err := m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--db", db, "--schema", schemaPath}); err != nil {
 		t.Fatal(err)
 	}
 	ready := make(chan string, 1)
