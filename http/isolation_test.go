@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
 	mhttp "github.com/melonsync/melonsync/http"
@@ -295,4 +297,98 @@ func TestLimitsRefuseBeyondTheirBounds(t *testing.T) {
 	if code := <-done; code != 200 {
 		t.Fatalf("the large push: %d", code)
 	}
+}
+
+// TestNULInStrings: U+0000 in a pushed string is stored as U+FFFD on both stores (the
+// push succeeds and pulls back the same value everywhere); a token whose user id holds
+// U+0000 is refused with 401, never a 500.
+func TestNULInStrings(t *testing.T) {
+	eachStore(t, func(t *testing.T, store server.Store) {
+		h := storetest.NewHarness(t, store)
+		auth, _ := mhttp.NewAuth(secret)
+		srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth}))
+		defer srv.Close()
+		e := &env{t: t, srv: srv, auth: auth, store: store}
+		r := e.do("POST", "/api/sync/push", e.as("alice"), []byte(`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"p1","name":"a\u0000b"}]}}}`))
+		if r.status != 200 {
+			t.Fatalf("push with U+0000: %d %s", r.status, r.body)
+		}
+		r = e.do("POST", "/api/sync/pull", e.as("alice"), []byte(`{"lastPulledAt":null}`))
+		if r.status != 200 || !strings.Contains(string(r.body), `"name":"a`+"\uFFFD"+`b"`) {
+			t.Fatalf("pull: %d %s", r.status, r.body)
+		}
+		tok := signed(jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "eve\x00", "exp": time.Now().Add(time.Hour).Unix()})
+		for _, ep := range endpoints {
+			if strings.Contains(ep.path, "events") {
+				continue // a stream that opened would never end: checked below
+			}
+			var body []byte
+			if ep.body != "" {
+				body = []byte(ep.body)
+			}
+			r := e.do(ep.method, ep.path, map[string]string{"Authorization": "Bearer " + tok}, body)
+			if r.status != 401 {
+				t.Errorf("%s %s with a U+0000 user id: %d %s", ep.method, ep.path, r.status, r.body)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/api/sync/events", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 401 {
+			t.Errorf("event stream with a U+0000 user id: %v %v", err, resp)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	})
+}
+
+// TestAbortedPullIsNotAnError: a client that hangs up in the middle of a large pull
+// leaves no ERROR line (nor a panic) in the server's log, spooled or streamed.
+func TestAbortedPullIsNotAnError(t *testing.T) {
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	h := storetest.NewHarness(t, store)
+	fillUser(t, h, "alice", 30_000)
+	auth, _ := mhttp.NewAuth(secret)
+	for _, stream := range []bool{false, true} {
+		var logs syncBuffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth, Logger: log, StreamPulls: stream}))
+		tok, _ := auth.Mint("alice", time.Hour)
+		for i := 0; i < 3; i++ {
+			c := slowPull(t, strings.TrimPrefix(srv.URL, "http://"), tok)
+			buf := make([]byte, 4<<10)
+			io.ReadFull(c, buf) // the answer has started
+			c.Close()
+		}
+		time.Sleep(300 * time.Millisecond)
+		srv.Close()
+		if out := logs.String(); strings.Contains(out, "level=ERROR") || strings.Contains(out, "panic") {
+			t.Errorf("streamed %v: the log has errors for pulls the client aborted:\n%s", stream, out)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

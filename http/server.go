@@ -302,6 +302,10 @@ func (h *Handler) identify(r *http.Request) (Identity, server.Caller, error) {
 	if err != nil {
 		return id, server.Caller{}, err
 	}
+	if strings.IndexByte(id.User, 0) >= 0 {
+		// No store can keep it as it is (PostgreSQL's text refuses U+0000).
+		return id, server.Caller{}, melonsync.Errorf(melonsync.EUnauthorized, "the token's user id holds U+0000, which no user id may")
+	}
 	c := server.Caller{User: id.User, Device: r.Header.Get(melonsync.HeaderDevice)}
 	if c.Device != "" && !melonsync.ValidID(c.Device) {
 		return id, c, melonsync.Errorf(melonsync.EInvalid, "%s must match ^[A-Za-z0-9_.-]{1,64}$", melonsync.HeaderDevice)
@@ -446,6 +450,9 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 func (h *Handler) streamPull(w http.ResponseWriter, r *http.Request, c server.Caller, p server.PullParams) {
 	out := newResponse(w, r)
 	if err := h.svc.Pull(r.Context(), c, p, out); err != nil {
+		if r.Context().Err() != nil {
+			return // the client went away: nothing is wrong with the server
+		}
 		if out.started {
 			// Headers are gone: cut the stream so the client sees a broken body.
 			h.log.Error("pull failed mid-stream", "err", err.Error())

@@ -48,10 +48,16 @@ func (c *Column) Default() any {
 // Sanitize coerces v to the column's type exactly as WatermelonDB's sanitizedRaw does:
 // a value of the wrong type becomes the column's default; booleans also accept 1 and 0;
 // NaN and infinities are not numbers. Numbers arrive as float64 (or any Go integer).
+// U+0000 in a string becomes U+FFFD (PostgreSQL cannot store it; both stores agree).
 func (c *Column) Sanitize(v any) any {
 	switch c.Type {
 	case String:
 		if s, ok := v.(string); ok {
+			// U+0000 becomes U+FFFD on every store: PostgreSQL's text cannot hold
+			// it, and SQLite must store what PostgreSQL would.
+			if strings.IndexByte(s, 0) >= 0 {
+				s = strings.ReplaceAll(s, "\x00", "\uFFFD")
+			}
 			return s
 		}
 	case Boolean:

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -291,9 +292,30 @@ func decodeTableChanges(t *schema.Table, raw json.RawMessage, seen map[string]bo
 func decodeRecord(t *schema.Table, raw json.RawMessage) (PushedRecord, error) {
 	var m map[string]any
 	if err := unmarshalObject(raw, &m); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && strings.HasPrefix(te.Value, "number") {
+			return PushedRecord{}, fmt.Errorf("%s %s is out of range (numbers must fit a 64-bit float, as in JavaScript)", outOfRangeKey(raw), truncate(te.Value))
+		}
+		if strings.HasPrefix(err.Error(), "malformed JSON") {
+			return PushedRecord{}, err
+		}
 		return PushedRecord{}, fmt.Errorf("a record must be an object")
 	}
 	return recordFromMap(t, m)
+}
+
+// outOfRangeKey names the key of raw whose number does not fit a float64.
+func outOfRangeKey(raw []byte) string {
+	var kv map[string]json.RawMessage
+	if json.Unmarshal(raw, &kv) == nil {
+		for k, v := range kv {
+			var f float64
+			if len(v) > 0 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9') && json.Unmarshal(v, &f) != nil {
+				return fmt.Sprintf("column %q:", truncate(k))
+			}
+		}
+	}
+	return "a value:"
 }
 
 func recordFromMap(t *schema.Table, m map[string]any) (PushedRecord, error) {
@@ -344,6 +366,9 @@ func unmarshalObject(raw []byte, v any) error {
 		return fmt.Errorf("expected a JSON object")
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
+		if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+			return err
+		}
 		return fmt.Errorf("malformed JSON: %s", jsonErr(err))
 	}
 	return nil

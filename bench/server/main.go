@@ -94,9 +94,14 @@ func run(dir string, n, pushN int) error {
 	tok, _ := auth.Mint("u", time.Hour)
 	ts := httptest.NewServer(mhttp.NewHandler(svc, mhttp.Options{Auth: auth}))
 	defer ts.Close()
+	// The same handler streaming pulls from the read transaction, as before pulls
+	// were spooled: what spooling costs a normal pull.
+	streamed := httptest.NewServer(mhttp.NewHandler(svc, mhttp.Options{Auth: auth, StreamPulls: true}))
+	defer streamed.Close()
 
+	url := ts.URL
 	do := func(path string, body []byte, gzip bool) (int64, error) {
-		req, _ := http.NewRequest("POST", ts.URL+path, bytes.NewReader(body))
+		req, _ := http.NewRequest("POST", url+path, bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set(melonsync.HeaderDevice, "bench")
 		if gzip {
@@ -126,25 +131,37 @@ func run(dir string, n, pushN int) error {
 		return err
 	}
 	var size int64
-	d, heap, err := peak(func() error {
-		size, err = do("/api/sync/pull", []byte(`{"lastPulledAt":null}`), false)
-		return err
-	})
-	if err != nil {
-		return err
+	var d time.Duration
+	var heap uint64
+	for _, v := range []struct {
+		what, url string
+		gzip      bool
+	}{
+		{"pull, first sync (HTTP, plain, spooled)", ts.URL, false},
+		{"  same, streamed from the transaction", streamed.URL, false},
+		{"pull, first sync (HTTP, gzip, spooled)", ts.URL, true},
+		{"  same, streamed from the transaction", streamed.URL, true},
+	} {
+		url = v.url
+		best := time.Duration(0)
+		for i := 0; i < 3; i++ { // best of three: the machine is shared
+			d, heap, err = peak(func() error {
+				size, err = do("/api/sync/pull", []byte(`{"lastPulledAt":null}`), v.gzip)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if best == 0 || d < best {
+				best = d
+			}
+		}
+		line(v.what, best, total, size, heap)
 	}
-	line("pull, first sync (HTTP, plain)", d, total, size, heap)
-	d, heap, err = peak(func() error {
-		size, err = do("/api/sync/pull", []byte(`{"lastPulledAt":null}`), true)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	line("pull, first sync (HTTP, gzip)", d, total, size, heap)
+	url = ts.URL
 
 	// Baseline: the same rows with plain SQL, into maps, encoding/json.
-	db, err := sql.Open("sqlite", sqlitedb.DSN(filepath.Join(dir, "server.db"), sqlitedb.Options{}, false))
+	db, err := sql.Open("sqlite", sqlitedb.DSN(filepath.Join(dir, "server.db"), sqlitedb.Options{}, true))
 	if err != nil {
 		return err
 	}
@@ -192,7 +209,11 @@ func run(dir string, n, pushN int) error {
 	for i := 0; i < pushN; i++ {
 		recs = append(recs, fmt.Sprintf(`{"id":"np%d","project_id":"p1","name":"New task %d","is_done":false,"position":%d,"description":null,"_status":"created","_changed":""}`, i, i, i))
 	}
-	body := []byte(fmt.Sprintf(`{"lastPulledAt":%d,"changes":{"tasks":{"created":[%s],"updated":[],"deleted":[]}}}`, time.Now().UnixMilli()+1e6, strings.Join(recs, ",")))
+	clock, err := svc.Clock(ctx)
+	if err != nil {
+		return err
+	}
+	body := []byte(fmt.Sprintf(`{"lastPulledAt":%d,"changes":{"tasks":{"created":[%s],"updated":[],"deleted":[]}}}`, clock, strings.Join(recs, ",")))
 	d, heap, err = peak(func() error {
 		_, err := do("/api/sync/push", body, false)
 		return err
