@@ -283,7 +283,7 @@ func prepareTable(ctx context.Context, tx *sql.Tx, t *schema.Table, conv []serve
 			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)
 		}
 	}
-	idx = append(idx, triggers(t.Name)...)
+	idx = append(idx, triggers(t)...)
 	for _, stmt := range idx {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return false, err
