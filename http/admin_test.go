@@ -226,6 +226,7 @@ func TestAdminAPI(t *testing.T) {
 			{"restore", "POST", "/admin/api/users/carol/devices/~/restore", "", 200, has(`"revoked":false`)},
 			{"mint", "POST", "/admin/api/tokens", `{"user":"dave","ttl":"1h"}`, 200, has(`"token":"`)},
 			{"mint bad ttl", "POST", "/admin/api/tokens", `{"user":"dave","ttl":"soon"}`, 400, has(`"invalid_request"`)},
+			{"groups without access rules", "GET", "/admin/api/groups", "", 200, has(`"kinds":[]`)},
 			{"wrong method", "POST", "/admin/api/overview", "", 405, has(`"method_not_allowed"`)},
 			{"unknown route", "GET", "/admin/api/nope", "", 404, has(`"not_found"`)},
 		}
