@@ -358,6 +358,8 @@ class Client {
       res = await this.call('POST', 'api/sync/push', { changes, lastPulledAt })
     }
     if (res.status !== 200 || !res.json) throw new Error(`push failed: ${describeError(res)}`)
+    // What an app shows its user: the server's reasons for refused records.
+    this.lastPushAnswer = res.json
     const { experimentalRejectedIds } = res.json
     return experimentalRejectedIds ? { experimentalRejectedIds } : {}
   }
@@ -659,6 +661,7 @@ class Runner {
           if (step.recordPush) result.pushed = args.changes
           const t = performance.now()
           const r = await c.push(args)
+          result.pushAnswer = c.lastPushAnswer
           timing.pushMs = Math.round(performance.now() - t)
           timing.pushedAt = performance.now()
           if (step.losePushResponse) {
@@ -709,6 +712,11 @@ class Runner {
         const m = mismatch(result.push, step.expectPush, 'push')
         if (m) fail(`pushed changes: ${m}`)
       }
+    }
+    if (step.expectPushAnswer) {
+      if (!result.pushAnswer) fail('no push answer')
+      const m = mismatch(result.pushAnswer, step.expectPushAnswer, 'push answer')
+      if (m) fail(`push answer: ${m}`)
     }
     if (step.expectLog) {
       const m = mismatch(result.log, step.expectLog, 'log')
