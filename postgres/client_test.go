@@ -76,7 +76,10 @@ func (c *syncClient) push(ctx context.Context, lastPulledAt int64, changes melon
 // its base URL and process; it is stopped (SIGTERM, then killed) when t ends.
 func startServer(t testing.TB, db, secret string) (string, *os.Process) {
 	t.Helper()
-	cmd := exec.Command(testutil.Binary(t), "serve", "--db", db, "--addr", "127.0.0.1:0", "--schema", testutil.TodoSchemaPath())
+	// Many clients of one shared user at once are the point of the stress tests: no
+	// per-user bounds on concurrent requests here.
+	cmd := exec.Command(testutil.Binary(t), "serve", "--db", db, "--addr", "127.0.0.1:0", "--schema", testutil.TodoSchemaPath(),
+		"--max-pulls-per-user", "-1", "--max-pushes-per-user", "-1")
 	cmd.Env = append(os.Environ(), "MELONSYNC_JWT_SECRET="+secret)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
