@@ -15,6 +15,9 @@ export interface MelonSyncOptions {
   gzipMinBytes?: number
   /** fetch to use (default: globalThis.fetch). */
   fetch?: typeof fetch
+  /** Called after a push whose answer refused records (they stay unsynced), with the
+   * refused ids by table and the server's reasons by id ({"t1": "title too long"}). */
+  onRejected?(rejectedIds: Record<string, string[]>, reasons: Record<string, string>): void
 }
 
 export interface PullArgs {
@@ -36,6 +39,8 @@ export interface PushArgs {
 
 export interface PushResult {
   experimentalRejectedIds?: Record<string, string[]>
+  /** Why each refused record was refused, by id (a write hook's reasons). */
+  rejectedReasons?: Record<string, string>
 }
 
 export interface Sync {

@@ -151,7 +151,9 @@ async function gzip(text) {
 /**
  * Returns pullChanges and pushChanges for WatermelonDB's synchronize(), talking to the
  * melonsync server at options.url. Non-2xx answers throw a MelonSyncError subclass
- * (a 409 is a ConflictError: that sync fails, the next one merges). Pushes of at
+ * (a 409 is a ConflictError: that sync fails, the next one merges; a 503, say from
+ * the app's write hook, is an UnavailableError). Records the server refuses are passed
+ * to options.onRejected(rejectedIds, reasons) with the reasons by id. Pushes of at
  * least options.gzipMinBytes (64 KiB) are gzipped where CompressionStream exists.
  */
 export function createSync(options) {
@@ -174,7 +176,11 @@ export function createSync(options) {
     }
     const res = await call(o, 'push', '/api/sync/push', body, extra)
     const out = await res.json()
-    return out && out.experimentalRejectedIds ? { experimentalRejectedIds: out.experimentalRejectedIds } : {}
+    if (!out || !out.experimentalRejectedIds) return {}
+    // Refused records stay unsynced; the server's reasons (a write hook's) reach the app.
+    const reasons = out.rejectedReasons || {}
+    if (typeof o.onRejected === 'function') o.onRejected(out.experimentalRejectedIds, reasons)
+    return { experimentalRejectedIds: out.experimentalRejectedIds, rejectedReasons: reasons }
   }
   return {
     options: o,

@@ -103,18 +103,20 @@ func isTerminal(w io.Writer) bool {
 // syncSummary is what "client sync --json" prints and what status shows of the last
 // sync.
 type syncSummary struct {
-	OK           bool            `json:"ok"`
-	Time         time.Time       `json:"time"`
-	DurationMS   int64           `json:"durationMs"`
-	Pulled       int             `json:"pulled"`
-	Pushed       int             `json:"pushed"`
-	Rejected     int             `json:"rejected"`
-	Turbo        bool            `json:"turbo,omitempty"`
-	LastPulledAt *int64          `json:"lastPulledAt"`
-	Error        string          `json:"error,omitempty"`
-	ErrorCode    string          `json:"errorCode,omitempty"`
-	Trigger      string          `json:"trigger,omitempty"`
-	Log          *client.SyncLog `json:"log,omitempty"`
+	OK         bool      `json:"ok"`
+	Time       time.Time `json:"time"`
+	DurationMS int64     `json:"durationMs"`
+	Pulled     int       `json:"pulled"`
+	Pushed     int       `json:"pushed"`
+	Rejected   int       `json:"rejected"`
+	// RejectedReasons holds the server's reasons for refused records, by id.
+	RejectedReasons map[string]string `json:"rejectedReasons,omitempty"`
+	Turbo           bool              `json:"turbo,omitempty"`
+	LastPulledAt    *int64            `json:"lastPulledAt"`
+	Error           string            `json:"error,omitempty"`
+	ErrorCode       string            `json:"errorCode,omitempty"`
+	Trigger         string            `json:"trigger,omitempty"`
+	Log             *client.SyncLog   `json:"log,omitempty"`
 }
 
 func summarize(log *client.SyncLog, err error, d time.Duration) syncSummary {
@@ -129,6 +131,7 @@ func summarize(log *client.SyncLog, err error, d time.Duration) syncSummary {
 	for _, ids := range l.RejectedIDs {
 		s.Rejected += len(ids)
 	}
+	s.RejectedReasons = l.RejectedReasons
 	if l.NewLastPulledAt != nil && l.Phase != client.PhaseReadyToPull && l.Phase != client.PhasePulled {
 		s.LastPulledAt = l.NewLastPulledAt
 	} else {
@@ -149,7 +152,16 @@ func (s syncSummary) line() string {
 		}
 		fmt.Fprintf(&b, ", pushed %d", s.Pushed)
 		if s.Rejected > 0 {
-			fmt.Fprintf(&b, " (%d rejected by the server, kept locally)", s.Rejected)
+			fmt.Fprintf(&b, " (%d rejected by the server, kept locally", s.Rejected)
+			ids := make([]string, 0, len(s.RejectedReasons))
+			for id := range s.RejectedReasons {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				fmt.Fprintf(&b, "; %s: %s", id, s.RejectedReasons[id])
+			}
+			b.WriteString(")")
 		}
 		if s.LastPulledAt != nil {
 			fmt.Fprintf(&b, "; lastPulledAt %d", *s.LastPulledAt)
