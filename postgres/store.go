@@ -56,6 +56,8 @@ type Store struct {
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 	changes     server.SchemaChanges
 
+	listened atomic.Bool // a Watch has listened before: the next one catches up
+
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
 	stop   context.CancelFunc
@@ -509,6 +511,20 @@ func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 		}
 		return wrap("watch", err)
 	}
+	// Catch up after a reconnect: writes committed while the lost connection was
+	// re-made were announced to nobody. Everyone listening is told of the clock as it
+	// is now that LISTEN is in place; those already told of it are not told twice.
+	// (Streams opened before the process's first LISTEN read the clock themselves.)
+	if s.listened.Swap(true) {
+		var clock int64
+		if err := conn.QueryRow(ctx, `SELECT max(version) FROM __melon_commits`).Scan(&clock); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return wrap("watch", err)
+		}
+		fn(server.Change{Version: clock, All: true})
+	}
 	for {
 		// Wake up now and then to check that the connection is alive: a connection
 		// lost without a word (a failover behind a proxy) must not go unnoticed.
@@ -563,10 +579,14 @@ func (s *Store) tablesOf(g *schema.Group) []*schema.Table {
 	var out []*schema.Table
 	if sch := s.app.Load(); sch != nil {
 		for _, t := range sch.Tables {
-			if t.Rule.Group == g {
+			if t.Rule.Group != nil && t.Rule.Group.Name == g.Name {
 				out = append(out, t)
 			}
 		}
+	}
+	if len(out) == 0 {
+		// Never fewer than the members table: a group with members is claimed.
+		out = append(out, g.Members)
 	}
 	return out
 }

@@ -127,7 +127,6 @@ type modelClient struct {
 	db     *client.DB
 	remote *transport.Client
 	plan   *faultPlan
-	kill   bool // kill the client after its next push reaches the server
 }
 
 // history is one random history: a server, the clients, and what the model knows.
