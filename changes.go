@@ -52,6 +52,10 @@ type PullRequest struct {
 	LastPulledAt  *int64     `json:"lastPulledAt"`
 	SchemaVersion int        `json:"schemaVersion,omitempty"`
 	Migration     *Migration `json:"migration"`
+	// PageSize, when > 0, asks for a paged answer of about that many records: its
+	// timestamp is a version through which everything was sent, and HasMore says
+	// whether to pull again from it. Replacement answers are never paged.
+	PageSize int `json:"pageSize,omitempty"`
 }
 
 // PullResponse is the answer to a pull.
@@ -61,6 +65,11 @@ type PullResponse struct {
 	// Strategy is "replacement" when the server could not compute an incremental
 	// answer and sent the whole readable data set instead.
 	Strategy string `json:"experimentalStrategy,omitempty"`
+	// HasMore is true on a page of a paged pull (PullRequest.PageSize) that another
+	// page follows; the answer also carries it as "experimentalHasMore".
+	HasMore bool `json:"hasMore,omitempty"`
+	// Remaining estimates how many records the following pages bring (paged pulls).
+	Remaining int64 `json:"remaining,omitempty"`
 }
 
 // PushRequest is the body of POST /api/sync/push.

@@ -180,6 +180,8 @@ type Record struct {
 	Device         string         `json:"device"`
 	Deleted        bool           `json:"deleted"`
 	Values         map[string]any `json:"values"`
+	// Group is the row's group id under the access rules ("" for other tables).
+	Group string `json:"group,omitempty"`
 }
 
 // RecordQuery selects rows of one table. Empty fields do not filter.
@@ -243,6 +245,15 @@ type Store interface {
 	TableCounts(ctx context.Context, s *schema.Schema, user string) ([]TableCount, error)
 	// Records returns rows of t matching q, most recently changed first.
 	Records(ctx context.Context, t *schema.Table, q RecordQuery) ([]Record, error)
+	// Distinct returns the values of column in t's live rows with how many rows hold
+	// each, most frequent first (the groups of a members table).
+	Distinct(ctx context.Context, t *schema.Table, column string, limit int) ([]ValueCount, error)
+}
+
+// ValueCount is one value of a column and how many rows hold it.
+type ValueCount struct {
+	Value string `json:"id"`
+	Rows  int64  `json:"members"`
 }
 
 // DecodeEntryJSON fills e's tables, conflicts and rejected from their stored JSON;

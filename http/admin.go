@@ -56,6 +56,7 @@ func (h *Handler) adminHandler() http.Handler {
 	api("/admin/api/log", "GET", h.adminLog)
 	api("/admin/api/tables/{table}/records", "GET", h.adminRecords)
 	api("/admin/api/tokens", "POST", h.adminMint)
+	api("/admin/api/groups", "GET", h.adminGroups)
 	mux.HandleFunc("/admin/api/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no admin route for %s %s", r.Method, r.URL.Path))
 	})
@@ -113,6 +114,8 @@ type overview struct {
 	SyncLog    syncLogView        `json:"syncLog"`
 	Dev        bool               `json:"dev"`
 	Now        int64              `json:"now"`
+	// Access says whether the schema has access rules (the groups page).
+	Access bool `json:"access"`
 }
 
 type schemaView struct {
@@ -123,6 +126,19 @@ type schemaView struct {
 type tableView struct {
 	Name    string   `json:"name"`
 	Columns []string `json:"columns"`
+	// Rule is "owner", "group" or "public"; Group the kind of group of a group table.
+	Rule  string `json:"rule"`
+	Group string `json:"group,omitempty"`
+}
+
+func ruleName(t *schema.Table) string {
+	switch t.Rule.Kind {
+	case schema.GroupRule:
+		return "group"
+	case schema.Public:
+		return "public"
+	}
+	return "owner"
 }
 
 type syncLogView struct {
@@ -137,7 +153,10 @@ type syncLogView struct {
 func describeSchema(s *schema.Schema) schemaView {
 	v := schemaView{Version: s.Version, Tables: []tableView{}}
 	for _, t := range s.Tables {
-		tv := tableView{Name: t.Name, Columns: []string{}}
+		tv := tableView{Name: t.Name, Columns: []string{}, Rule: ruleName(t)}
+		if t.Rule.Kind == schema.GroupRule && t.Rule.Group != nil {
+			tv.Group = t.Rule.Group.Name
+		}
 		for _, c := range t.Columns {
 			tv.Columns = append(tv.Columns, c.Name)
 		}
@@ -152,6 +171,7 @@ func (h *Handler) adminOverview(w http.ResponseWriter, r *http.Request) {
 	var out overview
 	var err error
 	out.Schema, out.Dev, out.Now = describeSchema(sch), a.Dev, now.UnixMilli()
+	out.Access = sch.Access != nil && len(sch.Access.Groups) > 0
 	if out.Records, err = a.Store.TableCounts(ctx, sch, ""); err != nil {
 		h.fail(w, r, err)
 		return
@@ -412,6 +432,20 @@ func (h *Handler) adminRecords(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "column and value go together"))
 		return
 	}
+	if g := q.Get("group"); g != "" {
+		if t.Rule.Kind != schema.GroupRule {
+			h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "table %s has no groups under the access rules", t.Name))
+			return
+		}
+		if t.Rule.By == "id" {
+			rq.ID = g
+		} else if rq.Column != "" {
+			h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "group and column cannot be given together"))
+			return
+		} else {
+			rq.Column, rq.Value = t.Rule.By, g
+		}
+	}
 	var err error
 	if rq.Limit, err = limitParam(r); err != nil {
 		h.fail(w, r, err)
@@ -421,6 +455,9 @@ func (h *Handler) adminRecords(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	for i := range recs {
+		recs[i].Group = groupOf(t, recs[i])
 	}
 	cols := []string{}
 	for _, c := range t.Columns {
@@ -463,4 +500,125 @@ func (h *Handler) adminMint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, r, 200, map[string]any{"token": tok, "user": req.User, "expiresAt": h.adminNow().Add(ttl).UnixMilli()})
+}
+
+// groupOf returns a record's group id under the access rules ("" when none).
+func groupOf(t *schema.Table, rec admin.Record) string {
+	if t.Rule.Kind != schema.GroupRule {
+		return ""
+	}
+	if t.Rule.By == "id" {
+		return rec.ID
+	}
+	g, _ := rec.Values[t.Rule.By].(string)
+	return g
+}
+
+// groupKindView is one kind of group of the access rules.
+type groupKindView struct {
+	Name        string             `json:"name"`
+	Members     string             `json:"members"`
+	GroupColumn string             `json:"groupColumn"`
+	UserColumn  string             `json:"userColumn"`
+	Tables      []groupTableView   `json:"tables"`
+	Groups      []admin.ValueCount `json:"groups"`
+}
+
+type groupTableView struct {
+	Table    string `json:"table"`
+	By       string `json:"by"`
+	ReadOnly bool   `json:"readOnly"`
+}
+
+// adminGroups serves GET /admin/api/groups (every kind with its groups, biggest
+// first) and GET /admin/api/groups?kind=K&id=G (one group: members and rows).
+func (h *Handler) adminGroups(w http.ResponseWriter, r *http.Request) {
+	sch := h.svc.Schema()
+	acc := sch.Access
+	if acc == nil || len(acc.Groups) == 0 {
+		if r.URL.Query().Get("kind") != "" {
+			h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "the schema has no access rules, so no groups"))
+			return
+		}
+		writeJSON(w, r, 200, map[string]any{"kinds": []groupKindView{}})
+		return
+	}
+	if kind := r.URL.Query().Get("kind"); kind != "" {
+		h.adminGroup(w, r, kind, r.URL.Query().Get("id"))
+		return
+	}
+	limit, err := limitParam(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	kinds := []groupKindView{}
+	for _, name := range acc.GroupNames() {
+		g := acc.Groups[name]
+		v := groupKindView{Name: name, Members: g.Members.Name, GroupColumn: g.GroupCol, UserColumn: g.UserCol, Tables: []groupTableView{}}
+		for _, t := range sch.Tables {
+			if t.Rule.Kind == schema.GroupRule && t.Rule.Group == g {
+				v.Tables = append(v.Tables, groupTableView{t.Name, t.Rule.By, t.Rule.ReadOnly})
+			}
+		}
+		if v.Groups, err = h.opts.Admin.Store.Distinct(r.Context(), g.Members, g.GroupCol, limit); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		kinds = append(kinds, v)
+	}
+	writeJSON(w, r, 200, map[string]any{"kinds": kinds})
+}
+
+// groupRowsShown bounds the rows counted per table on a group's page.
+const groupRowsShown = 1000
+
+func (h *Handler) adminGroup(w http.ResponseWriter, r *http.Request, kind, id string) {
+	sch, st, ctx := h.svc.Schema(), h.opts.Admin.Store, r.Context()
+	g := sch.Access.Groups[kind]
+	if g == nil {
+		h.fail(w, r, melonsync.Errorf(melonsync.ENotFound, "no kind of group %q in the access rules", kind))
+		return
+	}
+	if id == "" {
+		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "id (the group's id) is required with kind"))
+		return
+	}
+	rows, err := st.Records(ctx, g.Members, admin.RecordQuery{Column: g.GroupCol, Value: id, Limit: adminMaxLimit})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	type member struct {
+		User    string `json:"user"`
+		ID      string `json:"id"`
+		Version int64  `json:"version"`
+	}
+	members := []member{}
+	for _, m := range rows {
+		u, _ := m.Values[g.UserCol].(string)
+		members = append(members, member{u, m.ID, m.Version})
+	}
+	type tableRows struct {
+		Table string `json:"table"`
+		Rows  int    `json:"rows"`
+		More  bool   `json:"more"`
+	}
+	tables := []tableRows{}
+	for _, t := range sch.Tables {
+		if t.Rule.Kind != schema.GroupRule || t.Rule.Group != g {
+			continue
+		}
+		q := admin.RecordQuery{Column: t.Rule.By, Value: id, Limit: groupRowsShown + 1}
+		if t.Rule.By == "id" {
+			q = admin.RecordQuery{ID: id, Limit: 1}
+		}
+		recs, err := st.Records(ctx, t, q)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		tables = append(tables, tableRows{t.Name, min(len(recs), groupRowsShown), len(recs) > groupRowsShown})
+	}
+	writeJSON(w, r, 200, map[string]any{"kind": kind, "group": id, "members": members, "tables": tables})
 }

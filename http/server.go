@@ -634,6 +634,17 @@ func pullQuery(q url.Values) (queryParams, error) {
 		}
 		out.SchemaVersion = n
 	}
+	ps, err := one("page_size", "pageSize")
+	if err != nil {
+		return out, err
+	}
+	if ps != "" {
+		n, err := strconv.Atoi(ps)
+		if err != nil || n < 1 || n > server.MaxPageSize {
+			return out, melonsync.Errorf(melonsync.EInvalid, "page_size must be an integer from 1 to %d", server.MaxPageSize)
+		}
+		out.PageSize = n
+	}
 	m, err := one("migration")
 	if err != nil {
 		return out, err
@@ -669,6 +680,14 @@ func mergeQuery(p *server.PullParams, q queryParams) error {
 	}
 	if q.Migration != nil && p.Migration == nil {
 		p.Migration = q.Migration
+	}
+	if q.PageSize != 0 {
+		switch {
+		case p.PageSize == 0:
+			p.PageSize = q.PageSize
+		case p.PageSize != q.PageSize:
+			return melonsync.Errorf(melonsync.EInvalid, "pageSize is %d in the body and %d in the URL", p.PageSize, q.PageSize)
+		}
 	}
 	return nil
 }

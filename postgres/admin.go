@@ -424,3 +424,26 @@ func jsonText(v any) string {
 	}
 	return string(b)
 }
+
+// Distinct counts the live rows per value of column.
+func (s *Store) Distinct(ctx context.Context, t *schema.Table, column string, limit int) ([]admin.ValueCount, error) {
+	if column != "id" && t.Column(column) == nil {
+		return nil, fmt.Errorf("postgres: distinct: no column %s.%s", t.Name, column)
+	}
+	c := quoteIdent(column)
+	rows, err := s.pool.Query(ctx, `SELECT `+c+`::text AS v, count(*) FROM `+quoteIdent(t.Name)+
+		` WHERE `+c+` IS NOT NULL GROUP BY v ORDER BY count(*) DESC, v LIMIT $1`, max(limit, 1))
+	if err != nil {
+		return nil, wrap("distinct "+t.Name, err)
+	}
+	defer rows.Close()
+	out := []admin.ValueCount{}
+	for rows.Next() {
+		var v admin.ValueCount
+		if err := rows.Scan(&v.Value, &v.Rows); err != nil {
+			return nil, wrap("distinct "+t.Name, err)
+		}
+		out = append(out, v)
+	}
+	return out, wrap("distinct "+t.Name, rows.Err())
+}

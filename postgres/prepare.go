@@ -139,9 +139,15 @@ func (s *Store) prepareTable(ctx context.Context, tx pgx.Tx, t *schema.Table) er
 	for _, n := range names {
 		indexes[n] = true
 	}
-	want := [][2]string{{indexName(t.Name, "owner_version"), `(__owner, __version)`}}
+	want := [][2]string{{indexName(t.Name, "owner_version"), `(__owner, __version)`},
+		// Paged pulls walk a user's rows in creation order.
+		{indexName(t.Name, "owner_created"), `(__owner, __created_version)`}}
+	if t.Rule.Kind == schema.Public {
+		want = append(want, [2]string{indexName(t.Name, "created"), `(__created_version)`})
+	}
 	if r := t.Rule; r.Kind == schema.GroupRule && r.By != "id" {
-		want = append(want, [2]string{indexName(t.Name, "group_version"), `(` + quoteIdent(r.By) + `, __version)`})
+		want = append(want, [2]string{indexName(t.Name, "group_version"), `(` + quoteIdent(r.By) + `, __version)`},
+			[2]string{indexName(t.Name, "group_created"), `(` + quoteIdent(r.By) + `, __created_version)`})
 	}
 	if g := t.Rule.MembersOf; g != nil {
 		want = append(want, [2]string{indexName(t.Name, "user_version"), `(` + quoteIdent(g.UserCol) + `, __version)`})

@@ -132,12 +132,7 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		if f.IDs != nil {
 			b.WriteString(` AND id = ANY(` + arg(f.IDs) + `::text[])`)
 		}
-		if f.After > 0 {
-			b.WriteString(` AND version > ` + arg(f.After))
-		}
-		if f.Through > 0 {
-			b.WriteString(` AND version <= ` + arg(f.Through))
-		}
+		versionConds(&b, f, "version", "created_version", arg)
 	} else {
 		b.WriteString(`SELECT id, __version, __created_version, __created_device, __owner, ` + groupExpr(t) + `, ` + userExpr(t))
 		for _, c := range cols {
@@ -149,18 +144,19 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		if f.IDs != nil {
 			b.WriteString(` AND id = ANY(` + arg(f.IDs) + `::text[])`)
 		}
-		if f.After > 0 {
-			b.WriteString(` AND __version > ` + arg(f.After))
-		}
-		if f.Through > 0 {
-			b.WriteString(` AND __version <= ` + arg(f.Through))
-		}
+		versionConds(&b, f, "__version", "__created_version", arg)
 		if len(f.NonDefault) > 0 {
 			conds := make([]string, len(f.NonDefault))
 			for i, c := range f.NonDefault {
 				conds[i] = nonDefault(c)
 			}
 			b.WriteString(` AND (` + strings.Join(conds, ` OR `) + `)`)
+		}
+		if f.ByCreated {
+			b.WriteString(` ORDER BY __created_version, id`)
+			if f.Limit > 0 {
+				b.WriteString(` LIMIT ` + arg(f.Limit))
+			}
 		}
 	}
 	rows, err := r.tx.Query(r.ctx, b.String(), args...)
@@ -202,6 +198,47 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		return wrap("scan "+t.Name, err)
 	}
 	return nil
+}
+
+// versionConds appends f's version bounds on the columns named version and created.
+func versionConds(b *strings.Builder, f server.Filter, version, created string, arg func(any) string) {
+	bound := func(col, op string, v int64) {
+		if v > 0 {
+			b.WriteString(` AND ` + col + ` ` + op + ` ` + arg(v))
+		}
+	}
+	bound(version, ">", f.After)
+	bound(version, "<=", f.Through)
+	bound(created, ">", f.CreatedAfter)
+	bound(created, "<=", f.CreatedThrough)
+}
+
+// Count returns how many rows of t match f.
+func (r *readTx) Count(t *schema.Table, f server.Filter) (int64, error) {
+	if (f.Groups != nil && len(f.Groups) == 0 && !f.Any && f.User == "") || (f.IDs != nil && len(f.IDs) == 0) {
+		return 0, nil
+	}
+	var b strings.Builder
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Deleted {
+		b.WriteString(`SELECT count(*) FROM __melon_tombstones WHERE tbl = ` + arg(t.Name) + ` AND ` + scope(t, f, true, arg))
+		versionConds(&b, f, "version", "created_version", arg)
+	} else {
+		b.WriteString(`SELECT count(*) FROM ` + quoteIdent(t.Name) + ` WHERE ` + scope(t, f, false, arg))
+		versionConds(&b, f, "__version", "__created_version", arg)
+	}
+	if f.IDs != nil {
+		b.WriteString(` AND id = ANY(` + arg(f.IDs) + `::text[])`)
+	}
+	var n int64
+	if err := r.tx.QueryRow(r.ctx, b.String(), args...).Scan(&n); err != nil {
+		return 0, wrap("count "+t.Name, err)
+	}
+	return n, nil
 }
 
 // decodeInt decodes a bigint in the text or binary format.

@@ -28,6 +28,10 @@ else
   echo "PostgreSQL tests: off (no server found; set MELONSYNC_TEST_POSTGRES)"
 fi
 
+# Chromium for the browser tests (apt-get when missing; they skip only when it
+# cannot be had).
+bash scripts/setup-browser.sh || echo "chromium could not be installed: the browser tests will skip" >&2
+
 go vet ./...
 go test -count=1 -timeout 25m "$@" ./...
 

@@ -185,8 +185,8 @@ const (
 )
 
 // judge applies ACCESS.md's table to a row changed (or moved) after since.
-func judge(c Caller, m *membership, st *rowState, since int64) pullVerdict {
-	readNow := !st.deleted && st.group != "" && m.now[st.group]
+func judge(c Caller, m *membership, st *rowState, since int64, inPage bool) pullVerdict {
+	readNow := !st.deleted && st.group != "" && m.now[st.group] && inPage
 	grpS, _, existed := st.atSince(since)
 	readThen := existed && grpS != "" && m.then[grpS]
 	own := ownCreation(c, &Row{CreatedDevice: st.createdDevice, Owner: st.owner})
@@ -202,26 +202,35 @@ func judge(c Caller, m *membership, st *rowState, since int64) pullVerdict {
 }
 
 // pullGroupTable writes one group table's part of a pull.
-func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+	since := win.since
 	whole := since == 0 || replacement || migTable
 	m, err := memberships(tx, t.Rule.Group, c.User, since)
 	if err != nil {
 		return err
 	}
+	pv, err := newPageView(tx, t, c.User, win.through)
+	if err != nil {
+		return err
+	}
+	pv.narrow(m)
 	now := m.list(m.now)
 	if whole {
 		// Every readable row (first sync, replacement, a table new to the client).
+		f := Filter{Groups: now, CreatedThrough: win.through}
+		if err := pv.movedLater(tx, t, f, nil); err != nil {
+			return err
+		}
 		isCreated := func(r *Row) bool { return createdRule(c, r, since, migTable) }
-		f := Filter{Groups: now}
 		enc.openCreated()
 		if !c.CreatedAsUpdated {
-			if err := scanRecords(tx, t, cols, f, enc, isCreated); err != nil {
+			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return pv.readable(r.ID, r.Group) && isCreated(r) }); err != nil {
 				return err
 			}
 		}
 		enc.openUpdated()
 		if c.CreatedAsUpdated || !(since == 0 || migTable) {
-			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return c.CreatedAsUpdated || !isCreated(r) }); err != nil {
+			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return pv.readable(r.ID, r.Group) && (c.CreatedAsUpdated || !isCreated(r)) }); err != nil {
 				return err
 			}
 		}
@@ -234,7 +243,13 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 	ever := m.list(m.ever)
 	states := map[string]*rowState{}
 	for _, deleted := range []bool{false, true} {
-		err := tx.Scan(t, nil, Filter{Groups: ever, After: since, Deleted: deleted}, func(r *Row) error {
+		f := Filter{Groups: ever, After: since, Deleted: deleted}
+		if deleted {
+			f.Through = win.through
+		} else {
+			f.CreatedThrough = win.through
+		}
+		err := tx.Scan(t, nil, f, func(r *Row) error {
 			states[r.ID] = newState(r, deleted)
 			return nil
 		})
@@ -252,13 +267,24 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 	if err := loadStates(tx, t, moved, states); err != nil {
 		return err
 	}
+	if win.through > 0 {
+		for id, st := range states {
+			// Created or deleted after this page: a later page judges it.
+			if st.createdVersion > win.through || (st.deleted && st.version > win.through) {
+				delete(states, id)
+			}
+		}
+		if err := pv.movedLater(tx, t, Filter{}, states); err != nil {
+			return err
+		}
+	}
 	if err := firstMoves(tx, t, since, states); err != nil {
 		return err
 	}
 	verdicts := make(map[string]pullVerdict, len(states))
 	var deleted []string
 	for id, st := range states {
-		v := judge(c, m, st, since)
+		v := judge(c, m, st, since, pv.readable(id, st.group))
 		verdicts[id] = v
 		if v == sendDeleted {
 			deleted = append(deleted, id)
@@ -267,7 +293,7 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 	sort.Strings(deleted)
 
 	// 2. Grants: every row of the groups joined since, unless judged above.
-	joined := diff(m.now, m.then)
+	joined := pv.joinable(diff(m.now, m.then))
 	grant := func(r *Row) pullVerdict {
 		if v, ok := verdicts[r.ID]; ok {
 			return v
@@ -277,8 +303,8 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 		}
 		return sendCreated
 	}
-	changed := Filter{Groups: now, After: since}
-	granted := Filter{Groups: joined}
+	changed := Filter{Groups: now, After: since, CreatedThrough: win.through}
+	granted := Filter{Groups: joined, CreatedThrough: win.through}
 	write := func(want pullVerdict) error {
 		if err := scanRecords(tx, t, cols, changed, enc, func(r *Row) bool { return verdicts[r.ID] == want }); err != nil {
 			return err
@@ -288,7 +314,7 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 		}
 		return scanRecords(tx, t, cols, granted, enc, func(r *Row) bool {
 			_, judged := verdicts[r.ID]
-			return !judged && grant(r) == want
+			return !judged && pv.readable(r.ID, r.Group) && grant(r) == want
 		})
 	}
 	enc.openCreated()

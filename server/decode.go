@@ -430,8 +430,18 @@ func DecodePull(body []byte) (PullParams, error) {
 		}
 		p.Migration = m
 	}
+	if raw, ok := top["pageSize"]; ok && string(bytes.TrimSpace(raw)) != "null" {
+		n, _, err := DecodeTimestamp(raw)
+		if err != nil || n < 1 || n > MaxPageSize {
+			return p, invalid("pageSize must be an integer from 1 to %d", MaxPageSize)
+		}
+		p.PageSize = int(n)
+	}
 	return p, nil
 }
+
+// MaxPageSize is the largest page a paged pull may ask for.
+const MaxPageSize = 1_000_000
 
 // DecodeMigration validates a pull's "migration" (null or {from, tables, columns}).
 func DecodeMigration(raw json.RawMessage) (*melonsync.Migration, error) {

@@ -53,6 +53,9 @@ type PullParams struct {
 	Replacement bool
 	// Stats, when set, is filled in by a successful Pull.
 	Stats *PullStats
+	// PageSize, when > 0, asks for a paged answer of about that many records
+	// (PAGING.md); 0 answers everything at once.
+	PageSize int
 }
 
 // PullStats is what a pull answered, for the sync log.
@@ -129,15 +132,27 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 				strategy = melonsync.StrategyReplacement
 			}
 		}
+		tables := s.schema.TablesAt(sv)
+		var pg *page
+		if p.PageSize > 0 && strategy == "" {
+			// A replacement answer must be whole (the client drops what it lacks).
+			if pg, err = s.pageEnd(tx, c, tables, since, clock, p.PageSize); err != nil {
+				return err
+			}
+		}
+		through, ts := int64(0), clock
+		if pg != nil && pg.more {
+			through, ts = pg.through, pg.through
+		}
 		enc.raw(`{"changes":{`)
-		for i, t := range s.schema.TablesAt(sv) {
+		for i, t := range tables {
 			if i > 0 {
 				enc.byte(',')
 			}
 			enc.str(t.Name)
 			enc.raw(`:`)
 			enc.counts = [3]int{}
-			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), since, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
+			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), window{since, through}, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
 				return err
 			}
 			if p.Stats != nil && enc.counts != [3]int{} {
@@ -151,14 +166,20 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			}
 		}
 		enc.raw(`},"timestamp":`)
-		enc.int(clock)
+		enc.int(ts)
 		if strategy != "" {
 			enc.raw(`,"experimentalStrategy":`)
 			enc.str(strategy)
 		}
+		if pg != nil {
+			if err := pg.finish(tx, c, tables); err != nil {
+				return err
+			}
+			pg.encode(enc)
+		}
 		enc.raw("}")
 		if p.Stats != nil {
-			p.Stats.Timestamp, p.Stats.Strategy = clock, strategy
+			p.Stats.Timestamp, p.Stats.Strategy = ts, strategy
 		}
 		return enc.flush()
 	})
@@ -197,10 +218,11 @@ func SchemaAheadError(client, server int) *melonsync.Error {
 }
 
 // pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.
-func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, since int64, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
 	if t.Rule.Kind == schema.GroupRule {
-		return s.pullGroupTable(tx, c, t, cols, since, replacement, migTable, migCols, enc)
+		return s.pullGroupTable(tx, c, t, cols, win, replacement, migTable, migCols, enc)
 	}
+	since := win.since
 	scope := Filter{Owner: c.User}
 	if t.Rule.Kind == schema.Public {
 		scope = Filter{Any: true}
@@ -212,6 +234,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 	if !whole {
 		live.After = since
 	}
+	live.CreatedThrough = win.through
 	enc.openCreated()
 	if !c.CreatedAsUpdated {
 		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return isCreated(r) }); err != nil {
@@ -238,6 +261,7 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 		f := scope
 		f.Deleted = true
 		f.After = since
+		f.Through = win.through
 		if err := scanIDs(tx, t, f, enc, nil); err != nil {
 			return err
 		}

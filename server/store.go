@@ -52,6 +52,8 @@ type ReadTx interface {
 	// Scan calls fn for every row of t that matches f, with Values holding the
 	// columns cols in order. The Row passed to fn is reused between calls.
 	Scan(t *schema.Table, cols []schema.Column, f Filter, fn func(*Row) error) error
+	// Count returns how many rows of t match f (ByCreated and Limit ignored).
+	Count(t *schema.Table, f Filter) (int64, error)
 	// Moves calls fn for every recorded change of group (or, in a members table, of
 	// group or user) of rows of t that matches f, ordered by row id then version.
 	Moves(t *schema.Table, f MoveFilter, fn func(Move) error) error
@@ -125,6 +127,13 @@ type Filter struct {
 	After int64
 	// Through keeps rows whose version is ≤ Through (0: no upper bound).
 	Through int64
+	// CreatedAfter keeps rows created after this version; CreatedThrough (0: no
+	// bound) rows created at or before it. Paged pulls (PAGING.md) use them.
+	CreatedAfter, CreatedThrough int64
+	// ByCreated orders live rows by creation version (then id); Limit, when > 0,
+	// keeps only the first Limit of them.
+	ByCreated bool
+	Limit     int
 	// NonDefault, when not empty, keeps rows where at least one of these columns holds
 	// something other than the column's default value.
 	NonDefault []schema.Column

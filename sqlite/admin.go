@@ -451,3 +451,25 @@ func jsonText(v any) string {
 	}
 	return string(b)
 }
+
+// Distinct counts the live rows per value of column.
+func (s *Store) Distinct(ctx context.Context, t *schema.Table, column string, limit int) ([]admin.ValueCount, error) {
+	if column != "id" && t.Column(column) == nil {
+		return nil, fmt.Errorf("sqlite: distinct: no column %s.%s", t.Name, column)
+	}
+	rows, err := s.reader.QueryContext(ctx, `SELECT CAST(`+quote(column)+` AS TEXT) AS "v", count(*) FROM `+quote(t.Name)+
+		` WHERE "__deleted" = 0 AND `+quote(column)+` IS NOT NULL GROUP BY "v" ORDER BY count(*) DESC, "v" LIMIT ?`, max(limit, 1))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: distinct %s.%s: %w", t.Name, column, err)
+	}
+	defer rows.Close()
+	out := []admin.ValueCount{}
+	for rows.Next() {
+		var v admin.ValueCount
+		if err := rows.Scan(&v.Value, &v.Rows); err != nil {
+			return nil, fmt.Errorf("sqlite: distinct %s.%s: %w", t.Name, column, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

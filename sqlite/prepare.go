@@ -271,9 +271,15 @@ func prepareTable(ctx context.Context, tx *sql.Tx, t *schema.Table, conv []serve
 			}
 		}
 	}
-	idx := []string{`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`}
+	idx := []string{`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_version") + ` ON ` + q + ` ("__owner", "__version")`,
+		// Paged pulls walk a user's rows in creation order.
+		`CREATE INDEX IF NOT EXISTS ` + quote(t.Name+"__owner_created") + ` ON ` + q + ` ("__owner", "__created_version")`}
+	if t.Rule.Kind == schema.Public {
+		idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__created")+` ON `+q+` ("__created_version")`)
+	}
 	if r := t.Rule; r.Kind == schema.GroupRule && r.By != "id" {
-		idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__group_version")+` ON `+q+` (`+quote(r.By)+`, "__deleted", "__version")`)
+		idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__group_version")+` ON `+q+` (`+quote(r.By)+`, "__deleted", "__version")`,
+			`CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__group_created")+` ON `+q+` (`+quote(r.By)+`, "__deleted", "__created_version")`)
 	}
 	if g := t.Rule.MembersOf; g != nil {
 		idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"__user_version")+` ON `+q+` (`+quote(g.UserCol)+`, "__deleted", "__version")`)
@@ -283,7 +289,7 @@ func prepareTable(ctx context.Context, tx *sql.Tx, t *schema.Table, conv []serve
 			idx = append(idx, `CREATE INDEX IF NOT EXISTS `+quote(t.Name+"_"+c.Name)+` ON `+q+` (`+quote(c.Name)+`)`)
 		}
 	}
-	idx = append(idx, triggers(t.Name)...)
+	idx = append(idx, triggers(t)...)
 	for _, stmt := range idx {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return false, err

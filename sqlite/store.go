@@ -346,20 +346,13 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		b.WriteString(` AND "id" IN (SELECT "value" FROM json_each(?))`)
 		args = append(args, jsonList(f.IDs))
 	}
-	if f.After > 0 {
-		b.WriteString(` AND "__version" > ?`)
-		args = append(args, f.After)
-	}
-	if f.Through > 0 {
-		b.WriteString(` AND "__version" <= ?`)
-		args = append(args, f.Through)
-	}
-	if len(f.NonDefault) > 0 {
-		conds := make([]string, len(f.NonDefault))
-		for i, c := range f.NonDefault {
-			conds[i] = defaultCond(c)
+	args = filterConds(&b, f, args)
+	if f.ByCreated {
+		b.WriteString(` ORDER BY "__created_version", "id"`)
+		if f.Limit > 0 {
+			b.WriteString(` LIMIT ?`)
+			args = append(args, f.Limit)
 		}
-		b.WriteString(` AND (` + strings.Join(conds, " OR ") + `)`)
 	}
 	rows, err := r.tx.QueryContext(r.ctx, b.String(), args...)
 	if err != nil {
@@ -401,6 +394,49 @@ func (r *readTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn
 		return fmt.Errorf("sqlite: scan %s: %w", t.Name, err)
 	}
 	return nil
+}
+
+// filterConds appends f's version and content conditions to a WHERE clause.
+func filterConds(b *strings.Builder, f server.Filter, args []any) []any {
+	bound := func(cond string, v int64) {
+		if v > 0 {
+			b.WriteString(` AND ` + cond + ` ?`)
+			args = append(args, v)
+		}
+	}
+	bound(`"__version" >`, f.After)
+	bound(`"__version" <=`, f.Through)
+	bound(`"__created_version" >`, f.CreatedAfter)
+	bound(`"__created_version" <=`, f.CreatedThrough)
+	if len(f.NonDefault) > 0 {
+		conds := make([]string, len(f.NonDefault))
+		for i, c := range f.NonDefault {
+			conds[i] = defaultCond(c)
+		}
+		b.WriteString(` AND (` + strings.Join(conds, " OR ") + `)`)
+	}
+	return args
+}
+
+// Count returns how many rows of t match f.
+func (r *readTx) Count(t *schema.Table, f server.Filter) (int64, error) {
+	if (f.Groups != nil && len(f.Groups) == 0 && !f.Any && f.User == "") || (f.IDs != nil && len(f.IDs) == 0) {
+		return 0, nil
+	}
+	var b strings.Builder
+	cond, args := scope(t, f)
+	b.WriteString(`SELECT count(*) FROM ` + quote(t.Name) + ` WHERE ` + cond + ` AND "__deleted" = ?`)
+	args = append(args, sqlitedb.Bind(f.Deleted))
+	if f.IDs != nil {
+		b.WriteString(` AND "id" IN (SELECT "value" FROM json_each(?))`)
+		args = append(args, jsonList(f.IDs))
+	}
+	args = filterConds(&b, f, args)
+	var n int64
+	if err := r.tx.QueryRowContext(r.ctx, b.String(), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: count %s: %w", t.Name, err)
+	}
+	return n, nil
 }
 
 func (r *readTx) Moves(t *schema.Table, f server.MoveFilter, fn func(server.Move) error) error {

@@ -1,6 +1,10 @@
 package sqlite
 
-import "time"
+import (
+	"time"
+
+	"github.com/melonsync/melonsync/schema"
+)
 
 // Plain-SQL writes. The app's own code may insert, update and delete the rows of a
 // synced table with plain SQL on the same file (setting __owner on insert, and only
@@ -32,9 +36,28 @@ const clockNow = `(SELECT CAST("value" AS INTEGER) FROM "__melon_meta" WHERE "ke
 // writing is melonsync's transaction's version (NULL outside one).
 const writing = `(SELECT CAST("value" AS INTEGER) FROM "__melon_meta" WHERE "key" = 'writing')`
 
-// triggers returns the statements that create the plain-SQL triggers of table.
-func triggers(table string) []string {
+// keptOnDelete lists the columns a tombstone keeps: a group table's group column and
+// a members table's user column (access rules: pulls tell the members it is gone).
+func keptOnDelete(t *schema.Table) []string {
+	var out []string
+	if by := t.Rule.By; by != "" && by != "id" && t.Column(by) != nil {
+		out = append(out, by)
+	}
+	if g := t.Rule.MembersOf; g != nil && t.Column(g.UserCol) != nil && g.UserCol != t.Rule.By {
+		out = append(out, g.UserCol)
+	}
+	return out
+}
+
+// triggers returns the statements that create the plain-SQL triggers of t.
+func triggers(t *schema.Table) []string {
+	table := t.Name
 	q := quote(table)
+	var keptCols, keptVals string
+	for _, c := range keptOnDelete(t) {
+		keptCols += ", " + quote(c)
+		keptVals += ", OLD." + quote(c)
+	}
 	name := func(what string) string { return quote("__melon_" + table + "_" + what) }
 	return []string{
 		`CREATE TRIGGER IF NOT EXISTS ` + name("before_insert") + ` BEFORE INSERT ON ` + q + `
@@ -60,8 +83,8 @@ func triggers(table string) []string {
 		`CREATE TRIGGER IF NOT EXISTS ` + name("delete") + ` AFTER DELETE ON ` + q + `
 		WHEN OLD."__deleted" = 0 BEGIN
 			` + clockNext + `
-			INSERT INTO ` + q + ` ("id", "__owner", "__version", "__created_version", "__created_device", "__device", "__deleted")
-				VALUES (OLD."id", OLD."__owner", ` + clockNow + `, OLD."__created_version", OLD."__created_device", '', 1);
+			INSERT INTO ` + q + ` ("id", "__owner", "__version", "__created_version", "__created_device", "__device", "__deleted"` + keptCols + `)
+				VALUES (OLD."id", OLD."__owner", ` + clockNow + `, OLD."__created_version", OLD."__created_device", '', 1` + keptVals + `);
 		END`,
 	}
 }

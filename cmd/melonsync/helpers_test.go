@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/melonsync/melonsync/sqlite"
 
 	"github.com/melonsync/melonsync/internal/testutil"
 )
@@ -40,4 +43,15 @@ func pgExec(t testing.TB, dsn, sql string, args ...any) {
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// openAppDB opens a SQLite store file as the app's own code would (plain SQL).
+func openAppDB(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqlite.DSN(path, "immediate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

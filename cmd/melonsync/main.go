@@ -3,6 +3,8 @@
 //
 //	melonsync serve  --schema FILE [--addr 127.0.0.1:8080] [--db ./melonsync.db]
 //	melonsync token  --user ID [--db ./melonsync.db] [--ttl 24h]
+//	melonsync export --schema FILE [--db ./melonsync.db] > store.ndjson
+//	melonsync import --schema FILE --db postgres://… --in store.ndjson
 //	melonsync client COMMAND …   (melonsync client help)
 package main
 
@@ -22,6 +24,8 @@ const usage = `melonsync — the WatermelonDB sync server, a Go client and their
 Usage:
   melonsync serve  --schema FILE [--migrations FILE] [--addr 127.0.0.1:8080] [--db ./melonsync.db]
   melonsync token  --user ID [--db ./melonsync.db] [--ttl 24h]
+  melonsync export --schema FILE [--db ./melonsync.db] [--out FILE] [--with-secret]
+  melonsync import --schema FILE --db STORE [--in FILE]
   melonsync client COMMAND [flags]   (run "melonsync client help")
 
 Run "melonsync COMMAND -h" for a command's flags.
@@ -57,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runToken(ctx, args[1:], stdout, stderr)
 	case "client":
 		return runClient(ctx, args[1:], stdout, stderr)
+	case "export":
+		return runExport(ctx, args[1:], stdout, stderr)
+	case "import":
+		return runImport(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) server.Store) {
 		})
 	}
 	runPolicies(t, newStore)
+	runPaging(t, newStore)
 }
 
 // Harness drives a Service in tests.
