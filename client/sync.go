@@ -214,21 +214,12 @@ func concurrentError() *SyncError {
 		Message: "concurrent synchronization is not allowed: another synchronize() is running on this database; this one stopped before committing anything"}
 }
 
-// synchronizeOnce runs the procedure once. pushFailed tells whether err came from
-// the push.
+// synchronizeOnce runs the procedure once: read the sync state, pull, apply what was
+// pulled in one write, then push the local changes. pushFailed tells whether err came
+// from the push.
 func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed bool, err error) {
 	log := opts.Log
-	var lastPulledAt *int64
-	var mi migrationInfo
-	err = db.Read(ctx, func(tx *Tx) error {
-		var err error
-		if lastPulledAt, err = readLocalInt(tx, melonsync.KeyLastPulledAt); err != nil {
-			return err
-		}
-		log.update(func(l *SyncLog) { l.LastPulledAt = copyPtr(lastPulledAt) })
-		mi, err = getMigrationInfo(tx, db, log, lastPulledAt, opts.MigrationsEnabledAtVersion)
-		return err
-	})
+	lastPulledAt, mi, err := readSyncState(ctx, db, opts)
 	if err != nil {
 		return false, err
 	}
@@ -244,7 +235,6 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		return false, err
 	}
 
-	// Pull.
 	res, err := opts.PullChanges(ctx, PullArgs{
 		LastPulledAt: copyPtr(lastPulledAt), SchemaVersion: mi.schemaVersion, Migration: mi.migration,
 		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo,
@@ -259,30 +249,10 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		defer res.Body.Close()
 	}
 	log.setPhase(PhasePulled)
-
-	remoteCount := -1
-	if turbo {
-		if res.Body == nil {
-			return false, programmerError("unsafeTurbo needs PullResult.Body (the raw answer to stream); PullChanges returned decoded changes")
-		}
-	} else {
-		if res.Body != nil && res.Changes == nil {
-			decoded, err := DecodePullResponse(ctx, res.Body)
-			if err != nil {
-				return false, err
-			}
-			res = decoded
-		}
-		if err := checkStrategy(res.Strategy); err != nil {
-			return false, err
-		}
-		if err := checkRemoteChanges(db, res.Changes); err != nil {
-			return false, err
-		}
-		a, b, c := res.Changes.Count()
-		remoteCount = a + b + c
+	res, remoteCount, err := checkPulled(ctx, db, res, turbo)
+	if err != nil {
+		return false, err
 	}
-
 	if opts.OnWillApplyRemoteChanges != nil {
 		if err := opts.OnWillApplyRemoteChanges(ctx, RemoteChangeInfo{RemoteChangeCount: remoteCount}); err != nil {
 			return false, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
@@ -292,10 +262,69 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		return false, err
 	}
 
-	// Apply, in one write.
-	var newLastPulledAt int64
+	info, err := applyPulled(ctx, db, opts, res, remoteCount, lastPulledAt, mi)
+	if err != nil {
+		return false, err
+	}
+	if opts.OnDidPullChanges != nil {
+		if err := opts.OnDidPullChanges(ctx, info); err != nil {
+			return false, fmt.Errorf("onDidPullChanges: %w", err)
+		}
+	}
+	return pushLocal(ctx, db, opts, info.Timestamp)
+}
+
+// readSyncState reads the last pulled-at time and what the pull must ask for the
+// schema's migrations.
+func readSyncState(ctx context.Context, db *DB, opts *SyncOptions) (lastPulledAt *int64, mi migrationInfo, err error) {
+	log := opts.Log
+	err = db.Read(ctx, func(tx *Tx) error {
+		var err error
+		if lastPulledAt, err = readLocalInt(tx, melonsync.KeyLastPulledAt); err != nil {
+			return err
+		}
+		log.update(func(l *SyncLog) { l.LastPulledAt = copyPtr(lastPulledAt) })
+		mi, err = getMigrationInfo(tx, db, log, lastPulledAt, opts.MigrationsEnabledAtVersion)
+		return err
+	})
+	return lastPulledAt, mi, err
+}
+
+// checkPulled decodes a pull answer given as a body (unless turbo, which streams it
+// later) and checks its strategy and changes; remoteCount is the number of records,
+// -1 when not known before applying (turbo).
+func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *PullResult, remoteCount int, err error) {
+	if turbo {
+		if res.Body == nil {
+			return nil, 0, programmerError("unsafeTurbo needs PullResult.Body (the raw answer to stream); PullChanges returned decoded changes")
+		}
+		return res, -1, nil
+	}
+	if res.Body != nil && res.Changes == nil {
+		decoded, err := DecodePullResponse(ctx, res.Body)
+		if err != nil {
+			return nil, 0, err
+		}
+		res = decoded
+	}
+	if err := checkStrategy(res.Strategy); err != nil {
+		return nil, 0, err
+	}
+	if err := checkRemoteChanges(db, res.Changes); err != nil {
+		return nil, 0, err
+	}
+	a, b, c := res.Changes.Count()
+	return res, a + b + c, nil
+}
+
+// applyPulled applies a pull answer in one write transaction, with the new
+// pulled-at time (and schema version), unless another sync changed the pulled-at time
+// since lastPulledAt was read.
+func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult, remoteCount int, lastPulledAt *int64, mi migrationInfo) (PulledInfo, error) {
+	log := opts.Log
+	turbo := opts.UnsafeTurbo
 	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
-	err = db.Write(ctx, func(tx *Tx) error {
+	err := db.Write(ctx, func(tx *Tx) error {
 		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
 		if err != nil {
 			return err
@@ -308,27 +337,19 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 			if err != nil {
 				return err
 			}
-			newLastPulledAt = sr.Timestamp
 			info.Timestamp, info.Strategy, info.Extra, info.Records = sr.Timestamp, sr.Strategy, sr.Extra, sr.Records
 			log.update(func(l *SyncLog) { l.RemoteChangeCount = sr.Records })
 		} else {
-			newLastPulledAt = res.Timestamp
 			info.Timestamp = res.Timestamp
 		}
+		newLastPulledAt := info.Timestamp
 		log.update(func(l *SyncLog) { l.NewLastPulledAt = &newLastPulledAt })
 		if newLastPulledAt <= 0 {
 			return invalidData("pull", "pullChanges() returned invalid timestamp %d. timestamp must be a non-zero number", newLastPulledAt)
 		}
 		if !turbo {
-			log.update(func(l *SyncLog) { l.RemoteChangeCount = remoteCount })
-			if opts.OnProgress != nil {
-				opts.OnProgress(Progress{Phase: "applying", Records: 0, Total: remoteCount})
-			}
-			if err := tx.ApplyRemoteChanges(res.Changes, applyOptions(res.Strategy, opts)); err != nil {
-				return fmt.Errorf("apply remote changes: %w", err)
-			}
-			if opts.OnProgress != nil {
-				opts.OnProgress(Progress{Phase: "applied", Records: remoteCount, Total: remoteCount})
+			if err := applyDecoded(tx, opts, res, remoteCount); err != nil {
+				return err
 			}
 		}
 		if err := ctx.Err(); err != nil {
@@ -348,16 +369,29 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		}
 		return nil
 	})
-	if err != nil {
-		return false, err
-	}
-	if opts.OnDidPullChanges != nil {
-		if err := opts.OnDidPullChanges(ctx, info); err != nil {
-			return false, fmt.Errorf("onDidPullChanges: %w", err)
-		}
-	}
+	return info, err
+}
 
-	// Push.
+// applyDecoded applies decoded remote changes, reporting progress before and after.
+func applyDecoded(tx *Tx, opts *SyncOptions, res *PullResult, remoteCount int) error {
+	opts.Log.update(func(l *SyncLog) { l.RemoteChangeCount = remoteCount })
+	if opts.OnProgress != nil {
+		opts.OnProgress(Progress{Phase: "applying", Records: 0, Total: remoteCount})
+	}
+	if err := tx.ApplyRemoteChanges(res.Changes, applyOptions(res.Strategy, opts)); err != nil {
+		return fmt.Errorf("apply remote changes: %w", err)
+	}
+	if opts.OnProgress != nil {
+		opts.OnProgress(Progress{Phase: "applied", Records: remoteCount, Total: remoteCount})
+	}
+	return nil
+}
+
+// pushLocal pushes the local changes (if any, and if the options can push) based on
+// the pull at newLastPulledAt, and marks them as synced. pushFailed tells whether err
+// came from the push itself.
+func pushLocal(ctx context.Context, db *DB, opts *SyncOptions, newLastPulledAt int64) (pushFailed bool, err error) {
+	log := opts.Log
 	if opts.PushChanges == nil {
 		log.setPhase(PhasePushNotDefined)
 		log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
