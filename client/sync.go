@@ -53,11 +53,13 @@ type PullArgs struct {
 	// Turbo asks for the raw response body in PullResult.Body, to be streamed into
 	// the database (SyncOptions.UnsafeTurbo).
 	Turbo bool
+	// PageSize is SyncOptions.PageSize: a paged pull of about that many records.
+	PageSize int
 }
 
 // Request returns the wire form of the pull.
 func (a PullArgs) Request() melonsync.PullRequest {
-	return melonsync.PullRequest{LastPulledAt: a.LastPulledAt, SchemaVersion: a.SchemaVersion, Migration: a.Migration}
+	return melonsync.PullRequest{LastPulledAt: a.LastPulledAt, SchemaVersion: a.SchemaVersion, Migration: a.Migration, PageSize: a.PageSize}
 }
 
 // PullResult is what PullChanges returns: decoded changes and the server timestamp,
@@ -108,6 +110,10 @@ type Progress struct {
 	Records int
 	// Total is the number of records to apply, -1 when not known (turbo).
 	Total int
+	// Paged pulls (phase "page", after each page is applied): Remaining estimates
+	// the records the next pages bring; HasMore says whether one follows.
+	Remaining int64
+	HasMore   bool
 }
 
 // SyncOptions configures Synchronize. Only PullChanges is required. The names in
@@ -143,6 +149,11 @@ type SyncOptions struct {
 	UnsafeTurbo bool
 	// OnProgress, when set, is called as pulled records are applied.
 	OnProgress func(Progress)
+	// PageSize, when > 0, pulls in pages of about that many records: each page is
+	// applied and its timestamp saved in a write of its own (an interrupted first sync
+	// resumes after the last page applied), and the push follows the last page.
+	// OnProgress reports each page (phase "page").
+	PageSize int
 	// NoConflictRetry turns off the automatic second attempt after a push conflict.
 	// By default a push refused with a conflict runs the whole sync once more, as
 	// WatermelonDB recommends ("retry once").
@@ -218,6 +229,69 @@ func concurrentError() *SyncError {
 // the push.
 func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed bool, err error) {
 	log := opts.Log
+	var newLastPulledAt int64
+	for first := true; ; first = false {
+		ts, more, err := pullAndApply(ctx, db, opts, first)
+		if err != nil {
+			return false, err
+		}
+		newLastPulledAt = ts
+		if !more {
+			break
+		}
+	}
+
+	// Push.
+	if opts.PushChanges == nil {
+		log.setPhase(PhasePushNotDefined)
+		log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
+		return false, nil
+	}
+	log.setPhase(PhaseReadyToFetchLocal)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	local, err := db.FetchLocalChanges(ctx)
+	if err != nil {
+		return false, fmt.Errorf("fetch local changes: %w", err)
+	}
+	a, b, c := local.Changes.Count()
+	log.update(func(l *SyncLog) { l.LocalChangeCount = a + b + c; l.Phase = PhaseFetchedLocal })
+	if a+b+c > 0 {
+		log.setPhase(PhaseReadyToPush)
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		resp, err := opts.PushChanges(ctx, melonsync.PushRequest{Changes: local.Changes, LastPulledAt: newLastPulledAt})
+		if err != nil {
+			return true, fmt.Errorf("push: %w", err)
+		}
+		var rejected map[string][]string
+		var reasons map[string]string
+		var settled map[string][]string
+		if resp != nil {
+			rejected, reasons, settled = resp.RejectedIDs, resp.RejectedReasons, resp.ResolvedIDs
+		}
+		log.update(func(l *SyncLog) {
+			l.Phase = PhasePushed
+			l.RejectedIDs, l.RejectedReasons, l.ServerResolvedIDs = rejected, reasons, settled
+		})
+		// Marking as synced must happen even if ctx was cancelled meanwhile: the server
+		// has committed the push. If it does not happen, the next sync pushes the same
+		// records again, which the server accepts (same device).
+		if err := db.MarkAsSynced(context.WithoutCancel(ctx), local, rejected); err != nil {
+			return false, fmt.Errorf("mark local changes as synced: %w", err)
+		}
+		log.setPhase(PhaseMarkedAsSynced)
+	}
+	log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
+	return false, nil
+}
+
+// pullAndApply pulls once (one page when SyncOptions.PageSize is set) and applies
+// the answer in one write with its timestamp. more tells whether another page waits.
+func pullAndApply(ctx context.Context, db *DB, opts *SyncOptions, first bool) (newLastPulledAt int64, more bool, err error) {
+	log := opts.Log
 	var lastPulledAt *int64
 	var mi migrationInfo
 	err = db.Read(ctx, func(tx *Tx) error {
@@ -230,30 +304,30 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		return err
 	})
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
-	turbo := opts.UnsafeTurbo
+	turbo := opts.UnsafeTurbo && first
 	if turbo {
 		if err := checkTurbo(ctx, db, lastPulledAt); err != nil {
-			return false, err
+			return 0, false, err
 		}
 		log.update(func(l *SyncLog) { l.Turbo = true; l.RemoteChangeCount = -1 })
 	}
 	log.setPhase(PhaseReadyToPull)
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return 0, false, err
 	}
 
 	// Pull.
 	res, err := opts.PullChanges(ctx, PullArgs{
 		LastPulledAt: copyPtr(lastPulledAt), SchemaVersion: mi.schemaVersion, Migration: mi.migration,
-		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo,
+		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize,
 	})
 	if err != nil {
-		return false, fmt.Errorf("pull: %w", err)
+		return 0, false, fmt.Errorf("pull: %w", err)
 	}
 	if res == nil {
-		return false, invalidData("pull", "pullChanges() returned no result")
+		return 0, false, invalidData("pull", "pullChanges() returned no result")
 	}
 	if res.Body != nil {
 		defer res.Body.Close()
@@ -263,21 +337,21 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 	remoteCount := -1
 	if turbo {
 		if res.Body == nil {
-			return false, programmerError("unsafeTurbo needs PullResult.Body (the raw answer to stream); PullChanges returned decoded changes")
+			return 0, false, programmerError("unsafeTurbo needs PullResult.Body (the raw answer to stream); PullChanges returned decoded changes")
 		}
 	} else {
 		if res.Body != nil && res.Changes == nil {
 			decoded, err := DecodePullResponse(ctx, res.Body)
 			if err != nil {
-				return false, err
+				return 0, false, err
 			}
 			res = decoded
 		}
 		if err := checkStrategy(res.Strategy); err != nil {
-			return false, err
+			return 0, false, err
 		}
 		if err := checkRemoteChanges(db, res.Changes); err != nil {
-			return false, err
+			return 0, false, err
 		}
 		a, b, c := res.Changes.Count()
 		remoteCount = a + b + c
@@ -285,15 +359,14 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 
 	if opts.OnWillApplyRemoteChanges != nil {
 		if err := opts.OnWillApplyRemoteChanges(ctx, RemoteChangeInfo{RemoteChangeCount: remoteCount}); err != nil {
-			return false, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
+			return 0, false, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return 0, false, err
 	}
 
 	// Apply, in one write.
-	var newLastPulledAt int64
 	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
 	err = db.Write(ctx, func(tx *Tx) error {
 		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
@@ -349,59 +422,19 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		return nil
 	})
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	if opts.OnDidPullChanges != nil {
 		if err := opts.OnDidPullChanges(ctx, info); err != nil {
-			return false, fmt.Errorf("onDidPullChanges: %w", err)
+			return 0, false, fmt.Errorf("onDidPullChanges: %w", err)
 		}
 	}
 
-	// Push.
-	if opts.PushChanges == nil {
-		log.setPhase(PhasePushNotDefined)
-		log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
-		return false, nil
+	more, remaining := pageInfo(info.Extra)
+	if opts.PageSize > 0 && opts.OnProgress != nil {
+		opts.OnProgress(Progress{Phase: "page", Records: max(info.Records, 0), Total: -1, Remaining: remaining, HasMore: more})
 	}
-	log.setPhase(PhaseReadyToFetchLocal)
-	if err := ctx.Err(); err != nil {
-		return false, err
-	}
-	local, err := db.FetchLocalChanges(ctx)
-	if err != nil {
-		return false, fmt.Errorf("fetch local changes: %w", err)
-	}
-	a, b, c := local.Changes.Count()
-	log.update(func(l *SyncLog) { l.LocalChangeCount = a + b + c; l.Phase = PhaseFetchedLocal })
-	if a+b+c > 0 {
-		log.setPhase(PhaseReadyToPush)
-		if err := ctx.Err(); err != nil {
-			return false, err
-		}
-		resp, err := opts.PushChanges(ctx, melonsync.PushRequest{Changes: local.Changes, LastPulledAt: newLastPulledAt})
-		if err != nil {
-			return true, fmt.Errorf("push: %w", err)
-		}
-		var rejected map[string][]string
-		var reasons map[string]string
-		var settled map[string][]string
-		if resp != nil {
-			rejected, reasons, settled = resp.RejectedIDs, resp.RejectedReasons, resp.ResolvedIDs
-		}
-		log.update(func(l *SyncLog) {
-			l.Phase = PhasePushed
-			l.RejectedIDs, l.RejectedReasons, l.ServerResolvedIDs = rejected, reasons, settled
-		})
-		// Marking as synced must happen even if ctx was cancelled meanwhile: the server
-		// has committed the push. If it does not happen, the next sync pushes the same
-		// records again, which the server accepts (same device).
-		if err := db.MarkAsSynced(context.WithoutCancel(ctx), local, rejected); err != nil {
-			return false, fmt.Errorf("mark local changes as synced: %w", err)
-		}
-		log.setPhase(PhaseMarkedAsSynced)
-	}
-	log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
-	return false, nil
+	return newLastPulledAt, more && opts.PageSize > 0, nil
 }
 
 func equalPtr(a, b *int64) bool {
@@ -470,4 +503,18 @@ func TurboEligible(ctx context.Context, db *DB) (bool, error) {
 		return false, err
 	}
 	return isEmpty(ctx, db)
+}
+
+// pageInfo reads a paged pull's hasMore (or experimentalHasMore) and remaining from
+// the answer's other keys.
+func pageInfo(extra map[string]json.RawMessage) (more bool, remaining int64) {
+	for _, key := range []string{"hasMore", "experimentalHasMore"} {
+		if raw, ok := extra[key]; ok && string(raw) == "true" {
+			more = true
+		}
+	}
+	if raw, ok := extra["remaining"]; ok {
+		json.Unmarshal(raw, &remaining)
+	}
+	return more, remaining
 }
