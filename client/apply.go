@@ -171,128 +171,148 @@ func validateRemoteRaw(table string, raw melonsync.RawRecord) error {
 // to do with each record of one table, then does it.
 func (tx *Tx) applyTable(ti *tableInfo, tc *melonsync.TableChanges, opts *ApplyOptions) error {
 	table := ti.t.Name
-	strategy := opts.Strategy.For(table)
 	if opts.SendCreatedAsUpdated && len(tc.Created) > 0 {
 		opts.warn(table, "", "sendCreatedAsUpdated is set, and yet the server sent %d record(s) of %s as created", len(tc.Created), table)
 	}
+	st, subject, err := tx.loadLocal(ti, tc, opts)
+	if err != nil {
+		return err
+	}
+	destroy, destroyDeleted := st.toDestroy(tc, subject)
+	return tx.applyPlan(ti, tc, opts, st, destroy, destroyDeleted)
+}
 
+// localState is what a table holds locally of the records a pull concerns.
+type localState struct {
+	local          map[string]Record // local records not marked as deleted
+	locallyDeleted map[string]bool   // ids marked as deleted locally
+	localOrder     []string
+	deletedOrder   []string
+}
+
+func (st *localState) add(r Record) {
+	id := r["id"].(string)
+	if r["_status"] == StatusDeleted {
+		st.addDeleted(id)
+		return
+	}
+	if _, ok := st.local[id]; !ok {
+		st.localOrder = append(st.localOrder, id)
+	}
+	st.local[id] = r
+}
+
+func (st *localState) addDeleted(id string) {
+	if !st.locallyDeleted[id] {
+		st.locallyDeleted[id] = true
+		st.deletedOrder = append(st.deletedOrder, id)
+	}
+}
+
+// changeIDs lists the ids of a table's changes: created, updated, deleted.
+func changeIDs(tc *melonsync.TableChanges) []string {
+	ids := make([]string, 0, len(tc.Created)+len(tc.Updated)+len(tc.Deleted))
+	for _, r := range tc.Created {
+		ids = append(ids, r["id"].(string))
+	}
+	for _, r := range tc.Updated {
+		ids = append(ids, r["id"].(string))
+	}
+	return append(ids, tc.Deleted...)
+}
+
+// loadLocal reads the local records the changes concern: those with their ids, and,
+// in a replacement, every record the replacement covers (the whole table, or the
+// records in its scope and every locally deleted one). subject is nil unless this is
+// a replacement; then it tells which local records the replacement covers.
+func (tx *Tx) loadLocal(ti *tableInfo, tc *melonsync.TableChanges, opts *ApplyOptions) (st *localState, subject func(id string) bool, err error) {
+	table := ti.t.Name
+	st = &localState{local: map[string]Record{}, locallyDeleted: map[string]bool{}}
+	addAll := func(recs []Record, err error) error {
+		for _, r := range recs {
+			st.add(r)
+		}
+		return err
+	}
+	if opts.Strategy.For(table) != StrategyReplacement {
+		return st, nil, addAll(tx.fetchByIDs(ti, changeIDs(tc)))
+	}
+	scope, ok := opts.Strategy.ReplacementScope[table]
+	if !ok {
+		return st, func(string) bool { return true }, addAll(tx.queryRecords(ti, ti.selectSQL))
+	}
+	if err := addAll(tx.fetchByIDs(ti, changeIDs(tc))); err != nil {
+		return nil, nil, err
+	}
+	where, args, err := Query{Where: scope, IncludeDeleted: true}.sql(ti)
+	if err != nil {
+		return nil, nil, err
+	}
+	scoped, err := tx.queryRecords(ti, ti.selectSQL+where, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	inScope := make(map[string]bool, len(scoped))
+	for _, r := range scoped {
+		inScope[r["id"].(string)] = true
+		st.add(r)
+	}
+	// every locally deleted record of the table takes part, as in WatermelonDB
+	ids, err := tx.queryIDs(`select "id" from "` + table + `" where "_status" = 'deleted'`)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: apply remote changes to %s: %w", table, err)
+	}
+	for _, id := range ids {
+		st.addDeleted(id)
+	}
+	return st, func(id string) bool { return inScope[id] }, nil
+}
+
+// toDestroy returns the local records to destroy: those the server deleted and, in a
+// replacement (subject not nil), those it covers that the answer does not hold
+// (except records created locally and not pushed yet). destroyDeleted are the locally
+// deleted ones among them.
+func (st *localState) toDestroy(tc *melonsync.TableChanges, subject func(id string) bool) (destroy, destroyDeleted []string) {
+	if subject == nil {
+		for _, id := range tc.Deleted {
+			if _, ok := st.local[id]; ok {
+				destroy = append(destroy, id)
+			}
+			if st.locallyDeleted[id] {
+				destroyDeleted = append(destroyDeleted, id)
+			}
+		}
+		return destroy, destroyDeleted
+	}
 	remoteDeleted := make(map[string]bool, len(tc.Deleted))
 	for _, id := range tc.Deleted {
 		remoteDeleted[id] = true
 	}
-	changeIDs := make([]string, 0, len(tc.Created)+len(tc.Updated)+len(tc.Deleted))
+	keep := make(map[string]bool, len(tc.Created)+len(tc.Updated))
 	for _, r := range tc.Created {
-		changeIDs = append(changeIDs, r["id"].(string))
+		keep[r["id"].(string)] = true
 	}
 	for _, r := range tc.Updated {
-		changeIDs = append(changeIDs, r["id"].(string))
+		keep[r["id"].(string)] = true
 	}
-	changeIDs = append(changeIDs, tc.Deleted...)
-
-	local := map[string]Record{}        // local records not marked as deleted
-	locallyDeleted := map[string]bool{} // ids marked as deleted locally
-	var localOrder []string
-	var deletedOrder []string
-	addLocal := func(r Record) {
-		id := r["id"].(string)
-		if r["_status"] == StatusDeleted {
-			if !locallyDeleted[id] {
-				locallyDeleted[id] = true
-				deletedOrder = append(deletedOrder, id)
-			}
-			return
-		}
-		if _, ok := local[id]; !ok {
-			localOrder = append(localOrder, id)
-		}
-		local[id] = r
-	}
-
-	var subject func(id string) bool // nil: not a replacement
-	if strategy == StrategyReplacement {
-		if scope, ok := opts.Strategy.ReplacementScope[table]; ok {
-			recs, err := tx.fetchByIDs(ti, changeIDs)
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				addLocal(r)
-			}
-			where, args, err := Query{Where: scope, IncludeDeleted: true}.sql(ti)
-			if err != nil {
-				return err
-			}
-			scoped, err := tx.queryRecords(ti, ti.selectSQL+where, args...)
-			if err != nil {
-				return err
-			}
-			inScope := make(map[string]bool, len(scoped))
-			for _, r := range scoped {
-				inScope[r["id"].(string)] = true
-				addLocal(r)
-			}
-			// every locally deleted record of the table takes part, as in WatermelonDB
-			ids, err := tx.queryIDs(`select "id" from "` + table + `" where "_status" = 'deleted'`)
-			if err != nil {
-				return fmt.Errorf("client: apply remote changes to %s: %w", table, err)
-			}
-			for _, id := range ids {
-				if !locallyDeleted[id] {
-					locallyDeleted[id] = true
-					deletedOrder = append(deletedOrder, id)
-				}
-			}
-			subject = func(id string) bool { return inScope[id] }
-		} else {
-			recs, err := tx.queryRecords(ti, ti.selectSQL)
-			if err != nil {
-				return err
-			}
-			for _, r := range recs {
-				addLocal(r)
-			}
-			subject = func(string) bool { return true }
-		}
-	} else {
-		recs, err := tx.fetchByIDs(ti, changeIDs)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			addLocal(r)
+	for _, id := range st.localOrder {
+		if remoteDeleted[id] || (subject(id) && !keep[id] && st.local[id]["_status"] != StatusCreated) {
+			destroy = append(destroy, id)
 		}
 	}
-
-	var destroy, destroyDeleted []string
-	if subject == nil {
-		for _, id := range tc.Deleted {
-			if _, ok := local[id]; ok {
-				destroy = append(destroy, id)
-			}
-			if locallyDeleted[id] {
-				destroyDeleted = append(destroyDeleted, id)
-			}
-		}
-	} else {
-		keep := make(map[string]bool, len(tc.Created)+len(tc.Updated))
-		for _, r := range tc.Created {
-			keep[r["id"].(string)] = true
-		}
-		for _, r := range tc.Updated {
-			keep[r["id"].(string)] = true
-		}
-		for _, id := range localOrder {
-			if remoteDeleted[id] || (subject(id) && !keep[id] && local[id]["_status"] != StatusCreated) {
-				destroy = append(destroy, id)
-			}
-		}
-		for _, id := range deletedOrder {
-			if remoteDeleted[id] || (subject(id) && !keep[id]) {
-				destroyDeleted = append(destroyDeleted, id)
-			}
+	for _, id := range st.deletedOrder {
+		if remoteDeleted[id] || (subject(id) && !keep[id]) {
+			destroyDeleted = append(destroyDeleted, id)
 		}
 	}
+	return destroy, destroyDeleted
+}
 
+// applyPlan applies a table's changes in WatermelonDB's order: destroy the locally
+// deleted records that go away, create, update, then destroy.
+func (tx *Tx) applyPlan(ti *tableInfo, tc *melonsync.TableChanges, opts *ApplyOptions, st *localState, destroy, destroyDeleted []string) error {
+	table := ti.t.Name
+	local, locallyDeleted := st.local, st.locallyDeleted
 	// 1. locally deleted records that go away
 	for _, id := range destroyDeleted {
 		if err := tx.destroyRow(table, id, true); err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/melonsync/melonsync"
 )
 
 // Scheduler defaults.
@@ -52,6 +54,12 @@ type SchedulerOptions struct {
 	OnSync func(SyncReport)
 	// Tables whose changes trigger a sync (default: every table of the schema).
 	Tables []string
+	// FilePoll is how often the scheduler checks whether another process (a
+	// WatermelonDB app, another client, a script) wrote the database file, so that
+	// its changes are pushed like this process's own (default DefaultFilePoll;
+	// negative: not checked). A write that leaves nothing to push (a sync's own)
+	// starts no sync.
+	FilePoll time.Duration
 	// Listen, when set, follows the server's live updates for as long as the
 	// scheduler runs (the HTTP transport's Client.Listen does): it calls changed with
 	// the server's timestamp whenever the user's data may have changed, and returns
@@ -113,6 +121,7 @@ type Scheduler struct {
 	local    chan struct{}
 	remote   chan struct{}
 	remoteTS atomic.Int64 // the newest timestamp the server's live updates announced
+	pushedTS atomic.Int64 // the timestamp the server answered this scheduler's last push with
 	rand     func() float64
 }
 
@@ -123,6 +132,9 @@ func NewScheduler(db *DB, opts SchedulerOptions) *Scheduler {
 	}
 	if opts.Debounce == 0 {
 		opts.Debounce = DefaultDebounce
+	}
+	if opts.FilePoll == 0 {
+		opts.FilePoll = DefaultFilePoll
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = DefaultMinBackoff
@@ -186,6 +198,22 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		})
 	}
 	s.refresh(ctx)
+	watching := make(chan struct{})
+	if s.opts.Debounce > 0 && s.opts.FilePoll > 0 {
+		// Writes by other processes reach the debounced path too; it syncs only
+		// when something waits to be pushed.
+		go func() {
+			defer close(watching)
+			s.db.WatchFile(ctx, s.opts.FilePoll, func() {
+				select {
+				case s.local <- struct{}{}:
+				default:
+				}
+			})
+		}()
+	} else {
+		close(watching)
+	}
 	listening := make(chan struct{})
 	if s.opts.Listen != nil {
 		go func() {
@@ -197,7 +225,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	}
 	go func() {
 		defer close(s.done)
-		defer func() { <-listening }()
+		defer func() { <-listening; <-watching }()
 		if unsubscribe != nil {
 			defer unsubscribe()
 		}
@@ -407,8 +435,8 @@ func (s *Scheduler) loop(ctx context.Context) {
 			}
 			trigger = TriggerLocal
 		case <-s.remote:
-			if s.pulledSince(s.remoteTS.Load()) {
-				continue // a sync since the event pulled it
+			if s.covered(s.remoteTS.Load()) {
+				continue // a sync since the event pulled it, or it was our own push
 			}
 			if now := time.Now(); now.Before(backoffUntil) {
 				if next.IsZero() || backoffUntil.Before(next) {
@@ -476,6 +504,14 @@ func (s *Scheduler) pulledSince(ts int64) bool {
 	return s.status.LastPulledAt != nil && ts <= *s.status.LastPulledAt
 }
 
+// covered tells whether a live update for server timestamp ts needs no sync: a pull
+// since got it, or it announces this scheduler's own last push (versions are one per
+// transaction, so ts is exactly that push's; a store shared by several servers may
+// announce it from another process, which cannot tell the device).
+func (s *Scheduler) covered(ts int64) bool {
+	return s.pulledSince(ts) || ts == s.pushedTS.Load()
+}
+
 // listen runs opts.Listen until ctx ends, again after each return: after the
 // minimum backoff when the stream had worked for a while (or ended cleanly), after a
 // growing one when it keeps failing.
@@ -487,8 +523,8 @@ func (s *Scheduler) listen(ctx context.Context) {
 				break
 			}
 		}
-		if s.pulledSince(ts) {
-			return // already pulled
+		if s.covered(ts) {
+			return // already pulled, or our own push
 		}
 		select {
 		case s.remote <- struct{}{}:
@@ -518,6 +554,15 @@ func (s *Scheduler) listen(ctx context.Context) {
 
 func (s *Scheduler) runOnce(ctx context.Context, trigger string) error {
 	opts := s.opts.Sync
+	if push := opts.PushChanges; push != nil {
+		opts.PushChanges = func(ctx context.Context, req melonsync.PushRequest) (*melonsync.PushResponse, error) {
+			resp, err := push(ctx, req)
+			if err == nil && resp != nil && resp.Timestamp > 0 {
+				s.pushedTS.Store(resp.Timestamp)
+			}
+			return resp, err
+		}
+	}
 	log := s.opts.Logger.NewLog()
 	opts.Log = log
 	if s.opts.AutoTurbo {

@@ -140,7 +140,7 @@ func TestSchedulerDebouncesLocalChanges(t *testing.T) {
 
 func TestSchedulerBacksOffAfterNetworkErrors(t *testing.T) {
 	db := ldbOpen(t)
-	p := &schedPuller{failFirst: 3, failWith: func() error { return NetworkError(nil, "pull", errors.New("connection refused")) }}
+	p := &schedPuller{failFirst: 3, failWith: func() error { return NetworkError(context.Background(), "pull", errors.New("connection refused")) }}
 	r := newReports()
 	s := startScheduler(t, db, SchedulerOptions{Sync: SyncOptions{PullChanges: p.Pull}, Interval: time.Hour, Debounce: -1,
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, OnSync: r.onSync})

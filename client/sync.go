@@ -225,23 +225,208 @@ func concurrentError() *SyncError {
 		Message: "concurrent synchronization is not allowed: another synchronize() is running on this database; this one stopped before committing anything"}
 }
 
-// synchronizeOnce runs the procedure once. pushFailed tells whether err came from
-// the push.
+// synchronizeOnce runs the procedure once: read the sync state, pull, apply what was
+// pulled in one write (with SyncOptions.PageSize, page after page, each in its own
+// write), then push the local changes. pushFailed tells whether err came from the
+// push.
 func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed bool, err error) {
-	log := opts.Log
-	var newLastPulledAt int64
 	for first := true; ; first = false {
-		ts, more, err := pullAndApply(ctx, db, opts, first)
+		info, err := pullOnce(ctx, db, opts, first)
 		if err != nil {
 			return false, err
 		}
-		newLastPulledAt = ts
+		more := false
+		if opts.PageSize > 0 {
+			var remaining int64
+			more, remaining = pageInfo(info.Extra)
+			if opts.OnProgress != nil {
+				opts.OnProgress(Progress{Phase: "page", Records: max(info.Records, 0), Total: -1, Remaining: remaining, HasMore: more})
+			}
+		}
 		if !more {
-			break
+			return pushLocal(ctx, db, opts, info.Timestamp)
 		}
 	}
+}
 
-	// Push.
+// pullOnce pulls (one page when SyncOptions.PageSize is set) and applies the answer
+// in one write with its timestamp. Only the first pull of a sync may be turbo.
+func pullOnce(ctx context.Context, db *DB, opts *SyncOptions, first bool) (PulledInfo, error) {
+	log := opts.Log
+	lastPulledAt, mi, err := readSyncState(ctx, db, opts)
+	if err != nil {
+		return PulledInfo{}, err
+	}
+	turbo := opts.UnsafeTurbo && first
+	if turbo {
+		if err := checkTurbo(ctx, db, lastPulledAt); err != nil {
+			return PulledInfo{}, err
+		}
+		log.update(func(l *SyncLog) { l.Turbo = true; l.RemoteChangeCount = -1 })
+	}
+	log.setPhase(PhaseReadyToPull)
+	if err := ctx.Err(); err != nil {
+		return PulledInfo{}, err
+	}
+
+	res, err := opts.PullChanges(ctx, PullArgs{
+		LastPulledAt: copyPtr(lastPulledAt), SchemaVersion: mi.schemaVersion, Migration: mi.migration,
+		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize,
+	})
+	if err != nil {
+		return PulledInfo{}, fmt.Errorf("pull: %w", err)
+	}
+	if res == nil {
+		return PulledInfo{}, invalidData("pull", "pullChanges() returned no result")
+	}
+	if res.Body != nil {
+		defer res.Body.Close()
+	}
+	log.setPhase(PhasePulled)
+	res, remoteCount, err := checkPulled(ctx, db, res, turbo)
+	if err != nil {
+		return PulledInfo{}, err
+	}
+	if opts.OnWillApplyRemoteChanges != nil {
+		if err := opts.OnWillApplyRemoteChanges(ctx, RemoteChangeInfo{RemoteChangeCount: remoteCount}); err != nil {
+			return PulledInfo{}, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return PulledInfo{}, err
+	}
+
+	info, err := applyPulled(ctx, db, opts, res, remoteCount, lastPulledAt, mi)
+	if err != nil {
+		return PulledInfo{}, err
+	}
+	if opts.OnDidPullChanges != nil {
+		if err := opts.OnDidPullChanges(ctx, info); err != nil {
+			return PulledInfo{}, fmt.Errorf("onDidPullChanges: %w", err)
+		}
+	}
+	return info, nil
+}
+
+
+// readSyncState reads the last pulled-at time and what the pull must ask for the
+// schema's migrations.
+func readSyncState(ctx context.Context, db *DB, opts *SyncOptions) (lastPulledAt *int64, mi migrationInfo, err error) {
+	log := opts.Log
+	err = db.Read(ctx, func(tx *Tx) error {
+		var err error
+		if lastPulledAt, err = readLocalInt(tx, melonsync.KeyLastPulledAt); err != nil {
+			return err
+		}
+		log.update(func(l *SyncLog) { l.LastPulledAt = copyPtr(lastPulledAt) })
+		mi, err = getMigrationInfo(tx, db, log, lastPulledAt, opts.MigrationsEnabledAtVersion)
+		return err
+	})
+	return lastPulledAt, mi, err
+}
+
+// checkPulled decodes a pull answer given as a body (unless turbo, which streams it
+// later) and checks its strategy and changes; remoteCount is the number of records,
+// -1 when not known before applying (turbo).
+func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *PullResult, remoteCount int, err error) {
+	if turbo {
+		if res.Body == nil {
+			return nil, 0, programmerError("unsafeTurbo needs PullResult.Body (the raw answer to stream); PullChanges returned decoded changes")
+		}
+		return res, -1, nil
+	}
+	if res.Body != nil && res.Changes == nil {
+		decoded, err := DecodePullResponse(ctx, res.Body)
+		if err != nil {
+			return nil, 0, err
+		}
+		res = decoded
+	}
+	if err := checkStrategy(res.Strategy); err != nil {
+		return nil, 0, err
+	}
+	if err := checkRemoteChanges(db, res.Changes); err != nil {
+		return nil, 0, err
+	}
+	a, b, c := res.Changes.Count()
+	return res, a + b + c, nil
+}
+
+// applyPulled applies a pull answer in one write transaction, with the new
+// pulled-at time (and schema version), unless another sync changed the pulled-at time
+// since lastPulledAt was read.
+func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult, remoteCount int, lastPulledAt *int64, mi migrationInfo) (PulledInfo, error) {
+	log := opts.Log
+	turbo := opts.UnsafeTurbo
+	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
+	err := db.Write(ctx, func(tx *Tx) error {
+		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
+		if err != nil {
+			return err
+		}
+		if !equalPtr(current, lastPulledAt) {
+			return concurrentError()
+		}
+		if turbo {
+			sr, err := streamPullResponse(ctx, res.Body, &insertSink{tx: tx, db: db, ctx: ctx, progress: opts.OnProgress, log: log})
+			if err != nil {
+				return err
+			}
+			info.Timestamp, info.Strategy, info.Extra, info.Records = sr.Timestamp, sr.Strategy, sr.Extra, sr.Records
+			log.update(func(l *SyncLog) { l.RemoteChangeCount = sr.Records })
+		} else {
+			info.Timestamp = res.Timestamp
+		}
+		newLastPulledAt := info.Timestamp
+		log.update(func(l *SyncLog) { l.NewLastPulledAt = &newLastPulledAt })
+		if newLastPulledAt <= 0 {
+			return invalidData("pull", "pullChanges() returned invalid timestamp %d. timestamp must be a non-zero number", newLastPulledAt)
+		}
+		if !turbo {
+			if err := applyDecoded(tx, opts, res, remoteCount); err != nil {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		log.setPhase(PhaseAppliedRemote)
+		if current != nil && newLastPulledAt < *current {
+			log.warn("pull has finished and received server time %d, but the previous pulled-at time was greater (%d); this is most likely a server bug", newLastPulledAt, *current)
+		}
+		if err := tx.SetLocal(melonsync.KeyLastPulledAt, strconv.FormatInt(newLastPulledAt, 10)); err != nil {
+			return err
+		}
+		if mi.shouldSaveSchemaVersion {
+			if err := tx.SetLocal(melonsync.KeyLastPulledSchemaVersion, strconv.Itoa(mi.schemaVersion)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return info, err
+}
+
+// applyDecoded applies decoded remote changes, reporting progress before and after.
+func applyDecoded(tx *Tx, opts *SyncOptions, res *PullResult, remoteCount int) error {
+	opts.Log.update(func(l *SyncLog) { l.RemoteChangeCount = remoteCount })
+	if opts.OnProgress != nil {
+		opts.OnProgress(Progress{Phase: "applying", Records: 0, Total: remoteCount})
+	}
+	if err := tx.ApplyRemoteChanges(res.Changes, applyOptions(res.Strategy, opts)); err != nil {
+		return fmt.Errorf("apply remote changes: %w", err)
+	}
+	if opts.OnProgress != nil {
+		opts.OnProgress(Progress{Phase: "applied", Records: remoteCount, Total: remoteCount})
+	}
+	return nil
+}
+
+// pushLocal pushes the local changes (if any, and if the options can push) based on
+// the pull at newLastPulledAt, and marks them as synced. pushFailed tells whether err
+// came from the push itself.
+func pushLocal(ctx context.Context, db *DB, opts *SyncOptions, newLastPulledAt int64) (pushFailed bool, err error) {
+	log := opts.Log
 	if opts.PushChanges == nil {
 		log.setPhase(PhasePushNotDefined)
 		log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
@@ -286,155 +471,6 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 	}
 	log.update(func(l *SyncLog) { l.FinishedAt = time.Now(); l.Phase = PhaseDone })
 	return false, nil
-}
-
-// pullAndApply pulls once (one page when SyncOptions.PageSize is set) and applies
-// the answer in one write with its timestamp. more tells whether another page waits.
-func pullAndApply(ctx context.Context, db *DB, opts *SyncOptions, first bool) (newLastPulledAt int64, more bool, err error) {
-	log := opts.Log
-	var lastPulledAt *int64
-	var mi migrationInfo
-	err = db.Read(ctx, func(tx *Tx) error {
-		var err error
-		if lastPulledAt, err = readLocalInt(tx, melonsync.KeyLastPulledAt); err != nil {
-			return err
-		}
-		log.update(func(l *SyncLog) { l.LastPulledAt = copyPtr(lastPulledAt) })
-		mi, err = getMigrationInfo(tx, db, log, lastPulledAt, opts.MigrationsEnabledAtVersion)
-		return err
-	})
-	if err != nil {
-		return 0, false, err
-	}
-	turbo := opts.UnsafeTurbo && first
-	if turbo {
-		if err := checkTurbo(ctx, db, lastPulledAt); err != nil {
-			return 0, false, err
-		}
-		log.update(func(l *SyncLog) { l.Turbo = true; l.RemoteChangeCount = -1 })
-	}
-	log.setPhase(PhaseReadyToPull)
-	if err := ctx.Err(); err != nil {
-		return 0, false, err
-	}
-
-	// Pull.
-	res, err := opts.PullChanges(ctx, PullArgs{
-		LastPulledAt: copyPtr(lastPulledAt), SchemaVersion: mi.schemaVersion, Migration: mi.migration,
-		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize,
-	})
-	if err != nil {
-		return 0, false, fmt.Errorf("pull: %w", err)
-	}
-	if res == nil {
-		return 0, false, invalidData("pull", "pullChanges() returned no result")
-	}
-	if res.Body != nil {
-		defer res.Body.Close()
-	}
-	log.setPhase(PhasePulled)
-
-	remoteCount := -1
-	if turbo {
-		if res.Body == nil {
-			return 0, false, programmerError("unsafeTurbo needs PullResult.Body (the raw answer to stream); PullChanges returned decoded changes")
-		}
-	} else {
-		if res.Body != nil && res.Changes == nil {
-			decoded, err := DecodePullResponse(ctx, res.Body)
-			if err != nil {
-				return 0, false, err
-			}
-			res = decoded
-		}
-		if err := checkStrategy(res.Strategy); err != nil {
-			return 0, false, err
-		}
-		if err := checkRemoteChanges(db, res.Changes); err != nil {
-			return 0, false, err
-		}
-		a, b, c := res.Changes.Count()
-		remoteCount = a + b + c
-	}
-
-	if opts.OnWillApplyRemoteChanges != nil {
-		if err := opts.OnWillApplyRemoteChanges(ctx, RemoteChangeInfo{RemoteChangeCount: remoteCount}); err != nil {
-			return 0, false, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, false, err
-	}
-
-	// Apply, in one write.
-	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
-	err = db.Write(ctx, func(tx *Tx) error {
-		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
-		if err != nil {
-			return err
-		}
-		if !equalPtr(current, lastPulledAt) {
-			return concurrentError()
-		}
-		if turbo {
-			sr, err := streamPullResponse(ctx, res.Body, &insertSink{tx: tx, db: db, ctx: ctx, progress: opts.OnProgress, log: log})
-			if err != nil {
-				return err
-			}
-			newLastPulledAt = sr.Timestamp
-			info.Timestamp, info.Strategy, info.Extra, info.Records = sr.Timestamp, sr.Strategy, sr.Extra, sr.Records
-			log.update(func(l *SyncLog) { l.RemoteChangeCount = sr.Records })
-		} else {
-			newLastPulledAt = res.Timestamp
-			info.Timestamp = res.Timestamp
-		}
-		log.update(func(l *SyncLog) { l.NewLastPulledAt = &newLastPulledAt })
-		if newLastPulledAt <= 0 {
-			return invalidData("pull", "pullChanges() returned invalid timestamp %d. timestamp must be a non-zero number", newLastPulledAt)
-		}
-		if !turbo {
-			log.update(func(l *SyncLog) { l.RemoteChangeCount = remoteCount })
-			if opts.OnProgress != nil {
-				opts.OnProgress(Progress{Phase: "applying", Records: 0, Total: remoteCount})
-			}
-			if err := tx.ApplyRemoteChanges(res.Changes, applyOptions(res.Strategy, opts)); err != nil {
-				return fmt.Errorf("apply remote changes: %w", err)
-			}
-			if opts.OnProgress != nil {
-				opts.OnProgress(Progress{Phase: "applied", Records: remoteCount, Total: remoteCount})
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		log.setPhase(PhaseAppliedRemote)
-		if current != nil && newLastPulledAt < *current {
-			log.warn("pull has finished and received server time %d, but the previous pulled-at time was greater (%d); this is most likely a server bug", newLastPulledAt, *current)
-		}
-		if err := tx.SetLocal(melonsync.KeyLastPulledAt, strconv.FormatInt(newLastPulledAt, 10)); err != nil {
-			return err
-		}
-		if mi.shouldSaveSchemaVersion {
-			if err := tx.SetLocal(melonsync.KeyLastPulledSchemaVersion, strconv.Itoa(mi.schemaVersion)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, false, err
-	}
-	if opts.OnDidPullChanges != nil {
-		if err := opts.OnDidPullChanges(ctx, info); err != nil {
-			return 0, false, fmt.Errorf("onDidPullChanges: %w", err)
-		}
-	}
-
-	more, remaining := pageInfo(info.Extra)
-	if opts.PageSize > 0 && opts.OnProgress != nil {
-		opts.OnProgress(Progress{Phase: "page", Records: max(info.Records, 0), Total: -1, Remaining: remaining, HasMore: more})
-	}
-	return newLastPulledAt, more && opts.PageSize > 0, nil
 }
 
 func equalPtr(a, b *int64) bool {

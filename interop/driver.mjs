@@ -69,6 +69,8 @@ const {
 const LokiJSAdapter = require('@nozbe/watermelondb/adapters/lokijs').default
 const { synchronize } = require('@nozbe/watermelondb/sync')
 const { LokiMemoryAdapter } = require('lokijs')
+// The repo's JS helper (js/melonsync.js), for clients with "protocol": "helper".
+const melonsync = await import(new URL('../js/melonsync.js', import.meta.url).href)
 
 // ---------------------------------------------------------------------------------------
 // Schema: both JSON forms of the app schema and of migrations, as in SPEC §2.
@@ -177,7 +179,12 @@ function clip(s) {
 
 function request(baseUrl, { method, path, headers = {}, body, gzipBody = false }) {
   const url = new URL(path, baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`)
-  let payload = body === undefined || body === null ? null : typeof body === 'string' ? Buffer.from(body) : Buffer.from(JSON.stringify(body))
+  let payload =
+    body === undefined || body === null
+      ? null
+      : typeof body === 'string' || body instanceof Uint8Array
+        ? Buffer.from(body)
+        : Buffer.from(JSON.stringify(body))
   const h = { ...headers }
   if (payload && gzipBody) {
     payload = zlib.gzipSync(payload)
@@ -254,6 +261,29 @@ class Client {
     this.dbName = spec.dbName || `melon-interop-${name}`
     this.exchanges = []
     this.persistence = new LokiMemoryAdapter()
+    if (this.protocol === 'helper') {
+      // js/melonsync.js, with a fetch over this client's traced requests.
+      this.helper = melonsync.createSync({
+        url: this.url,
+        token: this.token,
+        device: this.sendDeviceHeader ? this.device : undefined,
+        sendCreatedAsUpdated: this.sendCreatedAsUpdated,
+        gzipMinBytes: this.gzipRequests ? 0 : undefined,
+        fetch: (url, init) => this.helperFetch(url, init),
+      })
+    }
+  }
+
+  // A fetch for the helper: the request goes through call() (traced, fresh connection).
+  async helperFetch(url, init) {
+    const u = new URL(url)
+    const res = await this.call(init.method, `${u.pathname.slice(1)}${u.search}`, init.body, init.headers, { raw: true })
+    return {
+      ok: res.status >= 200 && res.status < 300,
+      status: res.status,
+      headers: { get: (k) => res.headers[k.toLowerCase()] ?? null },
+      json: async () => JSON.parse(res.text),
+    }
   }
 
   get url() {
@@ -308,18 +338,18 @@ class Client {
     await this.open(version)
   }
 
-  async call(method, path, body, extraHeaders = {}) {
+  async call(method, path, body, extraHeaders = {}, { raw = false } = {}) {
     const res = await request(this.url, {
       method,
       path,
       headers: { ...this.headers(), ...extraHeaders },
       body,
-      gzipBody: this.gzipRequests,
+      gzipBody: this.gzipRequests && !raw,
     })
     this.exchanges.push({
       method,
       path,
-      request: body === undefined ? undefined : clip(typeof body === 'string' ? body : JSON.stringify(body)),
+      request: body === undefined ? undefined : body instanceof Uint8Array ? `(${body.length} bytes)` : clip(typeof body === 'string' ? body : JSON.stringify(body)),
       status: res.status,
       response: clip(res.text),
       ms: Math.round(res.ms * 10) / 10,
@@ -331,6 +361,7 @@ class Client {
   }
 
   async pull({ lastPulledAt, schemaVersion, migration }) {
+    if (this.helper) return this.helper.pullChanges({ lastPulledAt, schemaVersion, migration })
     let res
     if (this.protocol === 'docs') {
       // Exactly as WatermelonDB's docs build it ("null" for a first sync).
@@ -347,6 +378,11 @@ class Client {
   }
 
   async push({ changes, lastPulledAt }) {
+    if (this.helper) {
+      const r = await this.helper.pushChanges({ changes, lastPulledAt })
+      this.lastPushAnswer = r
+      return r
+    }
     let res
     if (this.protocol === 'docs') {
       // fetch() with a string body sends it as text/plain, as in WatermelonDB's docs.
@@ -358,6 +394,8 @@ class Client {
       res = await this.call('POST', 'api/sync/push', { changes, lastPulledAt })
     }
     if (res.status !== 200 || !res.json) throw new Error(`push failed: ${describeError(res)}`)
+    // What an app shows its user: the server's reasons for refused records.
+    this.lastPushAnswer = res.json
     const { experimentalRejectedIds } = res.json
     return experimentalRejectedIds ? { experimentalRejectedIds } : {}
   }
@@ -659,6 +697,7 @@ class Runner {
           if (step.recordPush) result.pushed = args.changes
           const t = performance.now()
           const r = await c.push(args)
+          result.pushAnswer = c.lastPushAnswer
           timing.pushMs = Math.round(performance.now() - t)
           timing.pushedAt = performance.now()
           if (step.losePushResponse) {
@@ -709,6 +748,11 @@ class Runner {
         const m = mismatch(result.push, step.expectPush, 'push')
         if (m) fail(`pushed changes: ${m}`)
       }
+    }
+    if (step.expectPushAnswer) {
+      if (!result.pushAnswer) fail('no push answer')
+      const m = mismatch(result.pushAnswer, step.expectPushAnswer, 'push answer')
+      if (m) fail(`push answer: ${m}`)
     }
     if (step.expectLog) {
       const m = mismatch(result.log, step.expectLog, 'log')

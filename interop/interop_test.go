@@ -268,11 +268,19 @@ func scenarioFirstAndIncremental(t *testing.T, st store) {
 		named("E incremental over GET", syncStep("E", M{"expectPull": M{"tables": M{"tasks": tc(nil, ids("t1"), nil)}}, "expectPush": nil})),
 		syncStep("B"), syncStep("C"), syncStep("D"),
 		converged("A", "B", "C", "D", "E"),
+		// F syncs through js/melonsync.js, gzipping every push (CompressionStream).
+		named("F first sync, the JS helper", syncStep("F", M{"expectPull": M{"tables": M{"projects": tc(ids("p1", "p2", "p3", "p4"), nil, nil), "tasks": tc(ids("t1", "t3", "t5", "t6"), nil, nil)}}})),
+		update("F", "tasks", "t3", M{"name": "Report, via the helper"}),
+		create("F", "tasks", "t7", task("p1", "From F", false, 7)),
+		named("F pushes gzipped", syncStep("F", M{"expectPush": M{"tables": M{"tasks": tc(ids("t7"), ids("t3"), nil)}}})),
+		syncStep("A"), syncStep("B"), syncStep("C"), syncStep("D"), syncStep("E"),
+		converged("A", "B", "C", "D", "E", "F"),
 	}
 	res := run(t, srv, M{
-		"tokens":  M{"alice": alice},
-		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}, "C": M{"user": "alice", "protocol": "docs"}, "D": M{"user": "alice", "gzipRequests": true}, "E": M{"user": "alice", "protocol": "guide"}},
-		"steps":   steps,
+		"tokens": M{"alice": alice},
+		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}, "C": M{"user": "alice", "protocol": "docs"}, "D": M{"user": "alice", "gzipRequests": true}, "E": M{"user": "alice", "protocol": "guide"},
+			"F": M{"user": "alice", "protocol": "helper", "gzipRequests": true}},
+		"steps": steps,
 	}, nil)
 	res.logSyncTimes(t)
 }
@@ -306,7 +314,7 @@ func scenarioConflict(t *testing.T, st store) {
 				syncStep("B", M{"expectPush": M{"tables": M{"tasks": tc(nil, ids("t1"), nil)}}}),
 			},
 			"expectPush":  M{"tables": M{"tasks": tc(nil, ids("t1", "t2"), nil)}},
-			"expectError": []string{"push failed: 409 conflict", `"conflicts":{"tasks":["t1"]}`},
+			"expectError": []string{"melonsync push: 409 conflict", `"conflicts":{"tasks":["t1"]}`},
 		})),
 		// Nothing of the refused push was applied, and A's local changes are intact.
 		expect("A", "tasks",
@@ -331,8 +339,9 @@ func scenarioConflict(t *testing.T, st store) {
 		converged("A", "B"),
 	}
 	res := run(t, srv, M{
-		"tokens":  M{"alice": srv.token("alice")},
-		"clients": M{"A": M{"user": "alice"}, "B": M{"user": "alice"}},
+		"tokens": M{"alice": srv.token("alice")},
+		// Both sync through js/melonsync.js, the helper the README gives apps.
+		"clients": M{"A": M{"user": "alice", "protocol": "helper"}, "B": M{"user": "alice", "protocol": "helper"}},
 		"steps":   steps,
 	}, nil)
 	res.logSyncTimes(t)

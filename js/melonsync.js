@@ -122,7 +122,8 @@ async function errorOf(res, what) {
   const e = body && typeof body.error === 'object' && body.error ? body.error : {}
   const ra = res.headers.get('Retry-After')
   const info = { status: res.status, code: e.code || '', details: e.details || {}, retryAfter: ra !== null && ra !== '' && !isNaN(+ra) ? +ra : null }
-  const msg = `melonsync ${what}: ${res.status}${e.code ? ` ${e.code}` : ''}${e.message ? `: ${e.message}` : ''}`
+  const details = info.details && Object.keys(info.details).length ? ` ${JSON.stringify(info.details)}` : ''
+  const msg = `melonsync ${what}: ${res.status}${e.code ? ` ${e.code}` : ''}${e.message ? `: ${e.message}` : ''}${details}`
   if (res.status === 409) return new ConflictError(msg, info)
   if (res.status === 401 || res.status === 403) return new AuthError(msg, info)
   if (res.status === 429 || res.status === 503) return new UnavailableError(msg, info)

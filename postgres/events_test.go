@@ -88,3 +88,74 @@ func TestEventsOnce(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestWatchCatchesUpAfterReconnect: a write committed while a process's LISTEN
+// connection is gone (terminated here, as a failover or a restart does) still reaches
+// that process's listeners once the watch is back, without a later write to carry it.
+func TestWatchCatchesUpAfterReconnect(t *testing.T) {
+	store := openTestStore(t)
+	h := storetest.NewHarness(t, store)
+	other := server.New(store, h.Schema) // the process whose listener is cut
+	ch, stop := other.Feed().Subscribe("alice", "tablet")
+	defer stop()
+	clock, err := other.Clock(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Feed().Skip("alice", ch, clock)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watchErr := make(chan error, 4)
+	rewatch := make(chan struct{})
+	go func() { // as "melonsync serve" does: watch again after a failure, once told to
+		for ctx.Err() == nil {
+			watchErr <- other.WatchStore(ctx)
+			select {
+			case <-rewatch:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	var inst string
+	pool := store.Pool()
+	if err := pool.QueryRow(ctx, `SELECT value FROM __melon_meta WHERE key = 'instance'`).Scan(&inst); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the watch is listening
+		var n int
+		pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'SELECT max(version)%'`, "melonsync watch "+inst).Scan(&n)
+		if n == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var killed int
+	if err := pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, "melonsync watch "+inst).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminated %d listeners (%v)", killed, err)
+	}
+	select {
+	case err := <-watchErr:
+		if err == nil {
+			t.Fatal("the watch ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not notice its connection was terminated")
+	}
+	// While nobody listens, another device pushes.
+	resp := h.MustPush("alice", "phone", 0, `{"projects":{"created":[{"id":"while-down","name":"x"}]}}`)
+	select {
+	case v := <-ch:
+		t.Fatalf("version %d arrived with no watch", v)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(rewatch)
+	select {
+	case v := <-ch:
+		if v < resp.Timestamp {
+			t.Errorf("caught up to %d, the push was %d", v, resp.Timestamp)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the push made while the watch was down never reached the listener")
+	}
+}

@@ -56,6 +56,8 @@ type Store struct {
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 	changes     server.SchemaChanges
 
+	listened atomic.Bool // a Watch has listened before: the next one catches up
+
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
 	stop   context.CancelFunc
@@ -508,6 +510,20 @@ func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 			return nil
 		}
 		return wrap("watch", err)
+	}
+	// Catch up after a reconnect: writes committed while the lost connection was
+	// re-made were announced to nobody. Everyone listening is told of the clock as it
+	// is now that LISTEN is in place; those already told of it are not told twice.
+	// (Streams opened before the process's first LISTEN read the clock themselves.)
+	if s.listened.Swap(true) {
+		var clock int64
+		if err := conn.QueryRow(ctx, `SELECT max(version) FROM __melon_commits`).Scan(&clock); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return wrap("watch", err)
+		}
+		fn(server.Change{Version: clock, All: true})
 	}
 	for {
 		// Wake up now and then to check that the connection is alive: a connection

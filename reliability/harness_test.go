@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -190,6 +191,8 @@ type acceptedPush struct {
 	user     string
 	changes  melonsync.Changes
 	rejected map[string][]string
+	// resolved lists the records a conflict policy settled (policy_model_test.go).
+	resolved map[string][]string
 }
 
 // recordingTransport logs every push the server accepted, as sent and as answered.
@@ -220,12 +223,23 @@ func (r *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error
 		return nil, err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(answer))
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		// Answers of 512 bytes or more come gzipped (many refused ids and reasons):
+		// read them as the client does, or the accepted push would go unrecorded.
+		zr, err := gzip.NewReader(bytes.NewReader(answer))
+		if err != nil {
+			return nil, err
+		}
+		if answer, err = io.ReadAll(zr); err != nil {
+			return nil, err
+		}
+	}
 	var sent struct {
 		Changes melonsync.Changes `json:"changes"`
 	}
 	var got melonsync.PushResponse
 	if json.Unmarshal(body, &sent) == nil && json.Unmarshal(answer, &got) == nil {
-		r.log(acceptedPush{client: r.client, user: r.user, changes: sent.Changes, rejected: got.RejectedIDs})
+		r.log(acceptedPush{client: r.client, user: r.user, changes: sent.Changes, rejected: got.RejectedIDs, resolved: got.ResolvedIDs})
 	}
 	return resp, nil
 }

@@ -127,7 +127,6 @@ type modelClient struct {
 	db     *client.DB
 	remote *transport.Client
 	plan   *faultPlan
-	kill   bool // kill the client after its next push reaches the server
 }
 
 // history is one random history: a server, the clients, and what the model knows.
@@ -149,6 +148,9 @@ type history struct {
 	created   map[string]map[string]string // user → id → table, of records a client created
 	deletes   []localDelete
 	seq       int
+	// pol, when set, holds the conflict policies and the write hook of the history
+	// (policy_model_test.go); the replay in expected follows them.
+	pol *policyModel
 }
 
 func newHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store, error), st *stats) *history {
@@ -565,12 +567,18 @@ func (h *history) expected(user string) (map[string]map[string]melonsync.RawReco
 			}
 			for _, r := range tc.Created {
 				if id := r["id"].(string); !contains(refused, id) && !dead[id] {
+					if r = h.pol.rewritten(r); h.pol.settled(p, t, "created", r, live[t.Name]) {
+						continue
+					}
 					whole(r)
 				}
 			}
 			for _, r := range tc.Updated {
 				id := r["id"].(string)
 				if contains(refused, id) || dead[id] {
+					continue
+				}
+				if r = h.pol.rewritten(r); h.pol.settled(p, t, "updated", r, live[t.Name]) {
 					continue
 				}
 				cur := live[t.Name][id]
@@ -587,6 +595,9 @@ func (h *history) expected(user string) (map[string]map[string]melonsync.RawReco
 			}
 			for _, id := range tc.Deleted {
 				if !contains(refused, id) {
+					if h.pol.keeps(p, t, id) {
+						continue
+					}
 					delete(live[t.Name], id)
 					dead[id] = true
 				}
@@ -665,7 +676,7 @@ func (h *history) check() {
 			parts := strings.SplitN(key, "|", 4)
 			ci, table, id, col := parts[0], parts[1], parts[2], parts[3]
 			c := h.clients[atoi(ci)]
-			if c.user != user || dead[id] || h.stolen[c.idx][id] {
+			if c.user != user || dead[id] || h.stolen[c.idx][id] || h.pol.keptDeletion(id) {
 				continue
 			}
 			if !h.pushedBy(c.idx, table, id, col, v) {
@@ -703,7 +714,7 @@ func (h *history) check() {
 					rt.Fatalf("client %d (%s) holds %s#%s of %s", c.idx, c.user, table, id, h.owner[id])
 				}
 				for col, v := range r {
-					if s, ok := v.(string); ok && strings.HasPrefix(col, "_") == false && s != "" && h.valueUser[s] != c.user && col != "id" {
+					if s, ok := v.(string); ok && strings.HasPrefix(col, "_") == false && s != "" && h.valueUser[unhooked(s)] != c.user && col != "id" {
 						rt.Fatalf("client %d (%s): %s#%s.%s = %q, written by %s", c.idx, c.user, table, id, col, s, h.valueUser[s])
 					}
 				}

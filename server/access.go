@@ -37,6 +37,20 @@ func diff(a, b map[string]bool) []string {
 	return out
 }
 
+// members keeps, for one pull, the caller's memberships of each group kind.
+type members map[*schema.Group]*membership
+
+func (mm members) of(tx ReadTx, g *schema.Group, user string, since int64) (*membership, error) {
+	if m := mm[g]; m != nil {
+		return m, nil
+	}
+	m, err := memberships(tx, g, user, since)
+	if err == nil {
+		mm[g] = m
+	}
+	return m, err
+}
+
 // rowState is what a pull needs of a row to judge it.
 type rowState struct {
 	deleted        bool
@@ -202,18 +216,14 @@ func judge(c Caller, m *membership, st *rowState, since int64, inPage bool) pull
 }
 
 // pullGroupTable writes one group table's part of a pull.
-func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, m *membership, enc *encoder) error {
 	since := win.since
 	whole := since == 0 || replacement || migTable
-	m, err := memberships(tx, t.Rule.Group, c.User, since)
-	if err != nil {
-		return err
-	}
 	pv, err := newPageView(tx, t, c.User, win.through)
 	if err != nil {
 		return err
 	}
-	pv.narrow(m)
+	pv.narrow(m) // the same for every table of the pull: m is shared by them
 	now := m.list(m.now)
 	if whole {
 		// Every readable row (first sync, replacement, a table new to the client).

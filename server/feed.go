@@ -123,6 +123,9 @@ type Change struct {
 	// Device pushed the change ("" when unknown, or written outside melonsync); its
 	// own streams are not told.
 	Device string
+	// All says that anyone's data may have changed up to Version: a watcher that
+	// was not listening for a while (reconnecting) catches up so.
+	All bool
 }
 
 // Watcher is implemented by stores that several server processes share: Watch calls
@@ -142,6 +145,8 @@ func (s *Service) deliver(ctx context.Context, changes []Change) {
 	}
 	for _, ch := range changes {
 		switch {
+		case ch.All:
+			s.feed.PublishAll(ch.Version, "")
 		case ch.User != "":
 			s.feed.Publish(ch.User, ch.Version, ch.Device)
 		case ch.Table != "":

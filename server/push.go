@@ -55,116 +55,22 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		if err := checkClock(tx, p); err != nil {
 			return err
 		}
-		conflicts := map[string][]string{}
-		rejected := map[string][]string{}
-		resolved := map[string][]string{}
-		// changedSince says whether a row's last change is one the client has not seen.
-		changedSince := func(m Meta) bool {
-			if m.Version <= p.LastPulledAt {
-				return false
-			}
-			return c.Device == "" || m.Device != c.Device
-		}
-		metas := make([]map[string]Meta, len(p.Tables))
-		for i := range p.Tables {
-			tp := &p.Tables[i]
-			t := tp.Table
-			ids := make([]string, 0, len(tp.Created)+len(tp.Updated)+len(tp.Deleted))
-			for _, r := range tp.Created {
-				ids = append(ids, r.ID)
-			}
-			for _, r := range tp.Updated {
-				ids = append(ids, r.ID)
-			}
-			ids = append(ids, tp.Deleted...)
-			var err error
-			if metas[i], err = tx.Lookup(t, ids); err != nil {
-				return err
-			}
-			if err := guard.check(t, metas[i]); err != nil {
-				return err
-			}
+		metas, err := lookupPushed(tx, p, guard)
+		if err != nil {
+			return err
 		}
 		may, err := s.writeRights(tx, c, p, metas)
 		if err != nil {
 			return err
 		}
+		st := pushState{conflicts: map[string][]string{}, rejected: map[string][]string{}, resolved: map[string][]string{}}
 		for i := range p.Tables {
-			tp := &p.Tables[i]
-			t := tp.Table
-			metas := metas[i]
-			var ops []Op
-			var contest contested // changed on the server since lastPulledAt: the table's policy decides
-			reject := func(id string) { rejected[t.Name] = append(rejected[t.Name], id) }
-			conflict := func(id string) { conflicts[t.Name] = append(conflicts[t.Name], id) }
-			insert := func(r PushedRecord) {
-				ops = append(ops, Op{Kind: OpInsert, ID: r.ID, Values: r.Values, Owner: c.User, Device: c.Device,
-					Group: t.GroupOf(r.ID, r.Values), User: t.MemberOf(r.Values)})
-			}
-			update := func(r PushedRecord, m Meta) {
-				ops = append(ops, Op{Kind: OpUpdate, ID: r.ID, Values: r.Values, Set: r.Set, Device: c.Device,
-					OldGroup: m.Group, Group: newGroup(t, r, m, true), OldUser: m.User, User: newUser(t, r, m, true)})
-			}
-			for _, r := range tp.Created {
-				m, ok := metas[r.ID]
-				switch {
-				case !may.write(t, m, ok, &r):
-					reject(r.ID)
-				case !ok:
-					insert(r)
-				case changedSince(m) && m.Deleted:
-					conflict(r.ID) // deleted after lastPulledAt: never resurrected
-				case changedSince(m):
-					contest.created = append(contest.created, r)
-				case m.Deleted:
-					insert(r) // deleted at or before lastPulledAt: the client saw it; re-create
-				default:
-					update(r, m)
-				}
-			}
-			for _, r := range tp.Updated {
-				m, ok := metas[r.ID]
-				switch {
-				case !may.write(t, m, ok, &r):
-					reject(r.ID)
-				case !ok:
-					insert(r)
-				case m.Deleted:
-					conflict(r.ID) // the client must pull the deletion
-				case changedSince(m):
-					contest.updated = append(contest.updated, r)
-				default:
-					update(r, m)
-				}
-			}
-			for _, id := range tp.Deleted {
-				m, ok := metas[id]
-				switch {
-				case !ok:
-				case !may.write(t, m, ok, nil):
-					reject(id)
-				case m.Deleted:
-				case changedSince(m):
-					contest.deleted = append(contest.deleted, id)
-				default:
-					ops = append(ops, Op{Kind: OpDelete, ID: id, Device: c.Device, OldGroup: m.Group, OldUser: m.User})
-				}
-			}
-			settled, err := settle(tx, t, s.schema.Policy(t.Name), &contest)
-			if err != nil {
+			if err := s.planTable(tx, c, p, &p.Tables[i], metas[i], may, &st); err != nil {
 				return err
 			}
-			ops = append(ops, withGroups(t, metas, settled.ops)...)
-			if len(settled.conflicts) > 0 {
-				conflicts[t.Name] = append(conflicts[t.Name], settled.conflicts...)
-			}
-			if len(settled.resolved) > 0 {
-				resolved[t.Name] = settled.resolved
-			}
-			if len(ops) > 0 {
-				plan = append(plan, planned{tp, ops})
-			}
 		}
+		conflicts, rejected, resolved := st.conflicts, st.rejected, st.resolved
+		plan = st.plan
 		if len(conflicts) > 0 {
 			return melonsync.ConflictError(conflicts)
 		}
@@ -202,6 +108,126 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		s.deliver(ctx, changesOf(c, resp.Timestamp, plan))
 	}
 	return resp, nil
+}
+
+// pushState is what one attempt of a push collects, table by table.
+type pushState struct {
+	conflicts, rejected, resolved map[string][]string
+	plan                          []planned
+}
+
+// changedSince says whether a row's last change is one the client has not seen.
+func changedSince(c Caller, p *PushParams, m Meta) bool {
+	if m.Version <= p.LastPulledAt {
+		return false
+	}
+	return c.Device == "" || m.Device != c.Device
+}
+
+// lookupPushed reads the metadata of every row a push names, table by table (and
+// lets the write hook's guard check them).
+func lookupPushed(tx WriteTx, p *PushParams, guard *hookGuard) ([]map[string]Meta, error) {
+	metas := make([]map[string]Meta, len(p.Tables))
+	for i := range p.Tables {
+		tp := &p.Tables[i]
+		t := tp.Table
+		ids := make([]string, 0, len(tp.Created)+len(tp.Updated)+len(tp.Deleted))
+		for _, r := range tp.Created {
+			ids = append(ids, r.ID)
+		}
+		for _, r := range tp.Updated {
+			ids = append(ids, r.ID)
+		}
+		ids = append(ids, tp.Deleted...)
+		var err error
+		if metas[i], err = tx.Lookup(t, ids); err != nil {
+			return nil, err
+		}
+		if err := guard.check(t, metas[i]); err != nil {
+			return nil, err
+		}
+	}
+	return metas, nil
+}
+
+// planTable decides what becomes of each record of one table of a push: written
+// (ops), refused one by one (no right to write it), a conflict (changed on the server
+// since lastPulledAt and deleted, or the table's policy says so) or settled by the
+// table's policy. It adds the outcome to st.
+func (s *Service) planTable(tx WriteTx, c Caller, p *PushParams, tp *TablePush, metas map[string]Meta, may *rights, st *pushState) error {
+	t := tp.Table
+	var ops []Op
+	var contest contested // changed on the server since lastPulledAt: the table's policy decides
+	reject := func(id string) { st.rejected[t.Name] = append(st.rejected[t.Name], id) }
+	conflict := func(id string) { st.conflicts[t.Name] = append(st.conflicts[t.Name], id) }
+	insert := func(r PushedRecord) {
+		ops = append(ops, Op{Kind: OpInsert, ID: r.ID, Values: r.Values, Owner: c.User, Device: c.Device,
+			Group: t.GroupOf(r.ID, r.Values), User: t.MemberOf(r.Values)})
+	}
+	update := func(r PushedRecord, m Meta) {
+		ops = append(ops, Op{Kind: OpUpdate, ID: r.ID, Values: r.Values, Set: r.Set, Device: c.Device,
+			OldGroup: m.Group, Group: newGroup(t, r, m, true), OldUser: m.User, User: newUser(t, r, m, true)})
+	}
+	for _, r := range tp.Created {
+		m, ok := metas[r.ID]
+		switch {
+		case !may.write(t, m, ok, &r):
+			reject(r.ID)
+		case !ok:
+			insert(r)
+		case changedSince(c, p, m) && m.Deleted:
+			conflict(r.ID) // deleted after lastPulledAt: never resurrected
+		case changedSince(c, p, m):
+			contest.created = append(contest.created, r)
+		case m.Deleted:
+			insert(r) // deleted at or before lastPulledAt: the client saw it; re-create
+		default:
+			update(r, m)
+		}
+	}
+	for _, r := range tp.Updated {
+		m, ok := metas[r.ID]
+		switch {
+		case !may.write(t, m, ok, &r):
+			reject(r.ID)
+		case !ok:
+			insert(r)
+		case m.Deleted:
+			conflict(r.ID) // the client must pull the deletion
+		case changedSince(c, p, m):
+			contest.updated = append(contest.updated, r)
+		default:
+			update(r, m)
+		}
+	}
+	for _, id := range tp.Deleted {
+		m, ok := metas[id]
+		switch {
+		case !ok:
+		case !may.write(t, m, ok, nil):
+			reject(id)
+		case m.Deleted:
+		case changedSince(c, p, m):
+			contest.deleted = append(contest.deleted, id)
+		default:
+			ops = append(ops, Op{Kind: OpDelete, ID: id, Device: c.Device, OldGroup: m.Group, OldUser: m.User})
+		}
+	}
+	settled, err := settle(tx, t, s.schema.Policy(t.Name), &contest)
+	if err != nil {
+		return err
+	}
+	ops = append(ops, withGroups(t, metas, settled.ops)...)
+	if len(settled.conflicts) > 0 {
+		st.conflicts[t.Name] = append(st.conflicts[t.Name], settled.conflicts...)
+	}
+	if len(settled.resolved) > 0 {
+		st.resolved[t.Name] = settled.resolved
+	}
+	if len(ops) > 0 {
+		st.plan = append(st.plan, planned{tp, ops})
+	}
+	return nil
 }
 
 // checkClock refuses a push whose lastPulledAt is above the server's clock: the

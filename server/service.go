@@ -145,6 +145,7 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			through, ts = pg.through, pg.through
 		}
 		enc.raw(`{"changes":{`)
+		memo := members{} // the caller's memberships, read once per pull
 		for i, t := range tables {
 			if i > 0 {
 				enc.byte(',')
@@ -152,7 +153,7 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			enc.str(t.Name)
 			enc.raw(`:`)
 			enc.counts = [3]int{}
-			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), window{since, through}, strategy != "", migTables[t.Name], migColumns[t.Name], enc); err != nil {
+			if err := s.pullTable(tx, c, t, t.ColumnsAt(sv), window{since, through}, strategy != "", migTables[t.Name], migColumns[t.Name], memo, enc); err != nil {
 				return err
 			}
 			if p.Stats != nil && enc.counts != [3]int{} {
@@ -218,9 +219,13 @@ func SchemaAheadError(client, server int) *melonsync.Error {
 }
 
 // pullTable writes {"created":[…],"updated":[…],"deleted":[…]} for one table.
-func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, enc *encoder) error {
+func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.Column, win window, replacement, migTable bool, migCols []schema.Column, memo members, enc *encoder) error {
 	if t.Rule.Kind == schema.GroupRule {
-		return s.pullGroupTable(tx, c, t, cols, win, replacement, migTable, migCols, enc)
+		m, err := memo.of(tx, t.Rule.Group, c.User, win.since)
+		if err != nil {
+			return err
+		}
+		return s.pullGroupTable(tx, c, t, cols, win, replacement, migTable, migCols, m, enc)
 	}
 	since := win.since
 	scope := Filter{Owner: c.User}

@@ -1,0 +1,134 @@
+// Command bigpush measures the memory that large pushes arriving at once take: peak
+// RSS of the server process for several concurrent pushes of many records each, with
+// the large-body bound (the default, --max-large-bodies 2) and without it, each in a
+// fresh process of its own, printed side by side.
+//
+//	go run ./bench/bigpush -n 400000 -pushes 4
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/schema"
+	"github.com/melonsync/melonsync/server"
+	"github.com/melonsync/melonsync/sqlite"
+)
+
+func main() {
+	n := flag.Int("n", 400_000, "records per push")
+	pushes := flag.Int("pushes", 4, "pushes sent at once (one user each)")
+	large := flag.Int("max-large-bodies", 0, "run one variant in this process: the bound (-1: none)")
+	flag.Parse()
+	if *large != 0 {
+		if err := run(*n, *pushes, *large); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	fmt.Printf("%d pushes of %d records at once (SQLite), peak RSS of the server process\n\n", *pushes, *n)
+	for _, v := range []int{-1, mhttp.DefaultLimits.LargeBodies} {
+		cmd := exec.Command(os.Args[0], "-n", fmt.Sprint(*n), "-pushes", fmt.Sprint(*pushes), "-max-large-bodies", fmt.Sprint(v))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func run(n, pushes, large int) error {
+	dir, err := os.MkdirTemp("", "melonsync-bigpush")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sch, err := schema.Load(filepath.Join("examples", "todo", "schema.json"))
+	if err != nil {
+		return err
+	}
+	store, err := sqlite.Open(filepath.Join(dir, "s.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Prepare(context.Background(), sch); err != nil {
+		return err
+	}
+	auth, _ := mhttp.NewAuth([]byte("bench-secret-0123456789abcdef"))
+	h := mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth, Limits: mhttp.Limits{LargeBodies: large, Wait: 10 * time.Minute}})
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	bodies := make([][]byte, pushes)
+	for p := range bodies {
+		var b strings.Builder
+		b.WriteString(`{"lastPulledAt":0,"changes":{"tasks":{"created":[`)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"id":"u%dt%d","project_id":"p1","name":"Task %d","is_done":false,"position":%d}`, p, i, i, i)
+		}
+		b.WriteString(`]}}}`)
+		bodies[p] = []byte(b.String())
+	}
+	before := rssKB("VmRSS")
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // reset the peak to now
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, pushes)
+	for p := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, _ := auth.Mint(fmt.Sprintf("user%d", p), time.Hour)
+			req, _ := http.NewRequest("POST", ts.URL+"/api/sync/push", bytes.NewReader(bodies[p]))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					err = fmt.Errorf("push: %d", resp.StatusCode)
+				}
+			}
+			errs[p] = err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	what := "no bound on large bodies"
+	if large > 0 {
+		what = fmt.Sprintf("--max-large-bodies %d", large)
+	}
+	fmt.Printf("%-28s body %5.1f MB  RSS before %6.0f MB  peak %6.0f MB (+%4.0f)  all done in %v\n", what,
+		float64(len(bodies[0]))/1e6, before/1024, rssKB("VmHWM")/1024, (rssKB("VmHWM")-before)/1024, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// rssKB reads a field of /proc/self/status in kB.
+func rssKB(field string) float64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, field+":") {
+			var v float64
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, field+":")), "%f", &v)
+			return v
+		}
+	}
+	return 0
+}
