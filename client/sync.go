@@ -357,7 +357,7 @@ func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *P
 // since lastPulledAt was read.
 func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult, remoteCount int, lastPulledAt *int64, mi migrationInfo) (PulledInfo, error) {
 	log := opts.Log
-	turbo := opts.UnsafeTurbo
+	turbo := remoteCount < 0 // checkPulled leaves a turbo answer to stream
 	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
 	err := db.Write(ctx, func(tx *Tx) error {
 		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
