@@ -208,8 +208,9 @@ type TableCount struct {
 // what any process wrote.
 type Store interface {
 	// AppendLog adds entries (their ID is ignored) and each Activity to its device's
-	// summary, in one transaction.
-	AppendLog(ctx context.Context, entries []Entry, activity []Activity) error
+	// summary and, when keep > 0, removes all but the newest keep entries — in one
+	// transaction, so the log never holds more than keep entries.
+	AppendLog(ctx context.Context, entries []Entry, activity []Activity, keep int) error
 	// TrimLog keeps at most keep entries (the newest) and removes those older than
 	// before (ms; 0: no age bound). It returns how many it removed.
 	TrimLog(ctx context.Context, keep int, before int64) (int64, error)

@@ -150,14 +150,10 @@ func (l *Log) Run() {
 		if err != nil {
 			l.opts.Logger.Warn("sync log: writing entries failed; they are dropped", "entries", n, "err", err.Error())
 		}
-		// The count bound is kept on every write; the age bound once a minute.
-		if n > 0 || time.Since(lastAgeTrim) > time.Minute {
-			before := int64(0)
-			if time.Since(lastAgeTrim) > time.Minute {
-				lastAgeTrim = time.Now()
-				before = l.ageBound()
-			}
-			if _, err := l.store.TrimLog(ctx, l.opts.MaxEntries, before); err != nil {
+		// The count bound is kept by every write; the age bound once a minute.
+		if time.Since(lastAgeTrim) > time.Minute {
+			lastAgeTrim = time.Now()
+			if _, err := l.store.TrimLog(ctx, l.opts.MaxEntries, l.ageBound()); err != nil {
 				l.opts.Logger.Warn("sync log: trimming failed", "err", err.Error())
 			}
 		}
@@ -193,7 +189,7 @@ func (l *Log) flush(ctx context.Context) (int, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
-	if err := l.store.AppendLog(ctx, batch, Summarize(batch)); err != nil {
+	if err := l.store.AppendLog(ctx, batch, Summarize(batch), l.opts.MaxEntries); err != nil {
 		l.dropped.Add(int64(len(batch)))
 		return len(batch), err
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,6 +226,7 @@ func TestAdminAPI(t *testing.T) {
 			{"restore", "POST", "/admin/api/users/carol/devices/~/restore", "", 200, has(`"revoked":false`)},
 			{"mint", "POST", "/admin/api/tokens", `{"user":"dave","ttl":"1h"}`, 200, has(`"token":"`)},
 			{"mint bad ttl", "POST", "/admin/api/tokens", `{"user":"dave","ttl":"soon"}`, 400, has(`"invalid_request"`)},
+			{"groups without access rules", "GET", "/admin/api/groups", "", 200, has(`"kinds":[]`)},
 			{"wrong method", "POST", "/admin/api/overview", "", 405, has(`"method_not_allowed"`)},
 			{"unknown route", "GET", "/admin/api/nope", "", 404, has(`"not_found"`)},
 		}
@@ -442,4 +445,87 @@ func TestMintedTokenSyncs(t *testing.T) {
 		t.Fatalf("mint: %d %s", r.status, r.body)
 	}
 	e.pull(map[string]string{"Authorization": "Bearer " + got.Token}, 0)
+}
+
+// TestSyncLogBoundsUnderLoad: thousands of pushes from concurrent clients; the log
+// never holds more than its bound, keeps the newest entries, and the device
+// summaries count every push.
+func TestSyncLogBoundsUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("thousands of pushes")
+	}
+	eachAdminStore(t, func(t *testing.T, open func() admintest.Store) {
+		const pushes, clients, bound = 2000, 8, 300
+		store := open()
+		h := storetest.NewHarness(t, store)
+		auth, _ := mhttp.NewAuth(secret)
+		l := admin.NewLog(store, admin.LogOptions{MaxEntries: bound, FlushEvery: 5 * time.Millisecond})
+		l.Start()
+		srv := httptest.NewServer(mhttp.NewHandler(h.Svc, mhttp.Options{Auth: auth, SyncLog: l, Devices: store}))
+		defer srv.Close()
+		e := &adminEnv{env: &env{t: t, srv: srv, auth: auth, store: store}, log: l, store: store}
+		stop := make(chan struct{})
+		var peak int64
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if n, err := store.LogCount(context.Background()); err == nil && n > peak {
+					peak = n
+				}
+			}
+		}()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		deadline := time.Now().Add(3 * time.Minute)
+		for c := range clients {
+			hdr := e.device(fmt.Sprintf("u%d", c%4), fmt.Sprintf("d%d", c))
+			wg.Go(func() {
+				for time.Now().Before(deadline) {
+					i := next.Add(1)
+					if i > pushes {
+						return
+					}
+					r := e.push(hdr, 0, fmt.Sprintf(`{"tasks":{"created":[{"id":"x%d","name":"n"}],"updated":[],"deleted":[]}}`, i))
+					if r.status != 200 {
+						t.Errorf("push %d: %d %s", i, r.status, r.body)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		l.Close()
+		close(stop)
+		<-sampled
+		if next.Load() < pushes {
+			t.Fatalf("only %d pushes within the time bound", next.Load())
+		}
+		n, err := store.LogCount(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > bound || peak > bound || n < bound/2 {
+			t.Errorf("the log holds %d entries (peak %d seen), bound %d", n, peak, bound)
+		}
+		newest, _ := store.Log(context.Background(), admin.LogQuery{Limit: 1})
+		if len(newest) != 1 || newest[0].ID < int64(pushes) {
+			t.Errorf("the newest entry is %+v; want an id ≥ %d (the newest are kept)", newest, pushes)
+		}
+		var counted int64
+		for u := range 4 {
+			devs, _ := store.Devices(context.Background(), fmt.Sprintf("u%d", u))
+			for _, d := range devs {
+				counted += d.Pushes
+			}
+		}
+		if counted+l.Dropped() != pushes {
+			t.Errorf("device summaries count %d pushes (+%d dropped), want %d", counted, l.Dropped(), pushes)
+		}
+	})
 }

@@ -37,7 +37,7 @@ ON CONFLICT (user_id, device) DO UPDATE SET
 	last_code = CASE WHEN excluded.last_seen >= d.last_seen THEN excluded.last_code ELSE d.last_code END`
 
 // AppendLog writes entries (with COPY) and device activity in one transaction.
-func (s *Store) AppendLog(ctx context.Context, entries []admin.Entry, activity []admin.Activity) error {
+func (s *Store) AppendLog(ctx context.Context, entries []admin.Entry, activity []admin.Activity, keep int) error {
 	// Devices are upserted in a fixed order, so two processes flushing at once
 	// cannot deadlock on each other's rows.
 	sort.Slice(activity, func(i, j int) bool {
@@ -63,7 +63,17 @@ func (s *Store) AppendLog(ctx context.Context, entries []admin.Entry, activity [
 			b.Queue(upsertDevice, a.User, a.Device, a.First, a.Last, a.LastPull, a.LastPush, a.LastPulledAt, a.LastTimestamp,
 				int32(a.SchemaVersion), int64(a.Pulls), int64(a.Pushes), int64(a.Rejected), int32(a.Conflicts), int32(a.LastStatus), a.LastCode, a.ResetConflicts)
 		}
-		return tx.SendBatch(ctx, b).Close()
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if keep > 0 {
+			// Ids come from one sequence for every process; gaps (rolled back
+			// flushes) only keep fewer. Two processes flushing at the same instant
+			// do not see each other's batch, so one batch more may stay until the
+			// next flush.
+			_, err = tx.Exec(ctx, `DELETE FROM __melon_sync_log WHERE id <= (SELECT max(id) FROM __melon_sync_log) - $1`, int64(keep))
+		}
+		return err
 	})
 }
 

@@ -85,7 +85,7 @@ ON CONFLICT ("user_id", "device") DO UPDATE SET
 	"last_code" = CASE WHEN excluded."last_seen" >= d."last_seen" THEN excluded."last_code" ELSE d."last_code" END`
 
 // AppendLog writes entries and device activity in one transaction.
-func (s *Store) AppendLog(ctx context.Context, entries []admin.Entry, activity []admin.Activity) error {
+func (s *Store) AppendLog(ctx context.Context, entries []admin.Entry, activity []admin.Activity, keep int) error {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: sync log: %w", err)
@@ -116,11 +116,20 @@ func (s *Store) AppendLog(ctx context.Context, entries []admin.Entry, activity [
 			return fmt.Errorf("sqlite: devices: %w", err)
 		}
 	}
+	if keep > 0 {
+		if _, err := tx.ExecContext(ctx, trimByCount, keep); err != nil {
+			return fmt.Errorf("sqlite: trim sync log: %w", err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: sync log: %w", err)
 	}
 	return nil
 }
+
+// trimByCount keeps the newest entries: ids grow by one per entry (AUTOINCREMENT),
+// so no count is needed; a gap only keeps fewer.
+const trimByCount = `DELETE FROM "__melon_sync_log" WHERE "id" <= (SELECT max("id") FROM "__melon_sync_log") - ?`
 
 // TrimLog keeps the newest keep entries and drops those older than before.
 func (s *Store) TrimLog(ctx context.Context, keep int, before int64) (int64, error) {

@@ -56,7 +56,7 @@ func entry(at int64, user, device, kind string, status int) admin.Entry {
 
 func appendAll(t *testing.T, s Store, es ...admin.Entry) {
 	t.Helper()
-	if err := s.AppendLog(ctx, es, admin.Summarize(es)); err != nil {
+	if err := s.AppendLog(ctx, es, admin.Summarize(es), 0); err != nil {
 		t.Fatal(err)
 	}
 }
