@@ -274,7 +274,7 @@ func pullOnce(ctx context.Context, db *DB, opts *SyncOptions, first bool) (Pulle
 		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize,
 	})
 	if err != nil {
-		return PulledInfo{}, fmt.Errorf("pull: %w", err)
+		return PulledInfo{}, withOp("pull", err)
 	}
 	if res == nil {
 		return PulledInfo{}, invalidData("pull", "pullChanges() returned no result")
@@ -449,7 +449,7 @@ func pushLocal(ctx context.Context, db *DB, opts *SyncOptions, newLastPulledAt i
 		}
 		resp, err := opts.PushChanges(ctx, melonsync.PushRequest{Changes: local.Changes, LastPulledAt: newLastPulledAt})
 		if err != nil {
-			return true, fmt.Errorf("push: %w", err)
+			return true, withOp("push", err)
 		}
 		var rejected map[string][]string
 		var reasons map[string]string
@@ -553,4 +553,14 @@ func pageInfo(extra map[string]json.RawMessage) (more bool, remaining int64) {
 		json.Unmarshal(raw, &remaining)
 	}
 	return more, remaining
+}
+
+// withOp adds op to an error of PullChanges or PushChanges, unless it is a SyncError
+// that names its op already (the HTTP transport's): each layer says its part once.
+func withOp(op string, err error) error {
+	var se *SyncError
+	if errors.As(err, &se) && se.Op != "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
