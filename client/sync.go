@@ -308,7 +308,6 @@ func pullOnce(ctx context.Context, db *DB, opts *SyncOptions, first bool) (Pulle
 	return info, nil
 }
 
-
 // readSyncState reads the last pulled-at time and what the pull must ask for the
 // schema's migrations.
 func readSyncState(ctx context.Context, db *DB, opts *SyncOptions) (lastPulledAt *int64, mi migrationInfo, err error) {
