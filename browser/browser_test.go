@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,8 +58,22 @@ func prepare(t *testing.T) string {
 	return dist
 }
 
+// serverLog counts the requests "melonsync serve" logged, by method.
+type serverLog struct {
+	mu      sync.Mutex
+	methods map[string]int
+}
+
+func (l *serverLog) count(method string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.methods[method]
+}
+
+var methodRe = regexp.MustCompile(`msg=request method=(\S+)`)
+
 // serve starts "melonsync serve" with args and returns its URL.
-func serve(t *testing.T, secret string, args ...string) string {
+func serve(t *testing.T, secret string, log *serverLog, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "melonsync")
 	run(t, "..", "go", "build", "-o", bin, "./cmd/melonsync")
@@ -76,6 +91,11 @@ func serve(t *testing.T, secret string, args ...string) string {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			if m := methodRe.FindStringSubmatch(sc.Text()); m != nil {
+				log.mu.Lock()
+				log.methods[m[1]]++
+				log.mu.Unlock()
+			}
 			if m := listeningRe.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m[1]:
@@ -102,7 +122,8 @@ func TestWatermelonDBWebApp(t *testing.T) {
 	other := httptest.NewServer(http.FileServer(http.Dir(dist))) // same app, an origin not allowed
 	defer other.Close()
 	const secret = "browser-test-secret-0123456789"
-	url := serve(t, secret, "--cors-origins", app.URL)
+	log := &serverLog{methods: map[string]int{}}
+	url := serve(t, secret, log, "--cors-origins", app.URL)
 	auth, _ := mhttp.NewAuth([]byte(secret))
 	token, _ := auth.Mint("alice", time.Hour)
 
@@ -144,4 +165,11 @@ func TestWatermelonDBWebApp(t *testing.T) {
 		t.Fatalf("browser test failed: %s\nstderr: %s", res.Error, stderr.String())
 	}
 	t.Logf("the 409 as the app saw it: %s", res.Conflict)
+	// Access-Control-Max-Age: one preflight per route and browser context (A: pull,
+	// push, ticket; B: pull, push; C: the refused one), not one or two per sync.
+	pre, posts := log.count("OPTIONS"), log.count("POST")
+	t.Logf("%d preflights for %d POSTs", pre, posts)
+	if pre > 8 {
+		t.Errorf("%d preflights for %d POSTs: the browser does not cache them", pre, posts)
+	}
 }

@@ -240,7 +240,7 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo,
 	})
 	if err != nil {
-		return false, fmt.Errorf("pull: %w", err)
+		return false, withOp("pull", err)
 	}
 	if res == nil {
 		return false, invalidData("pull", "pullChanges() returned no result")
@@ -414,7 +414,7 @@ func pushLocal(ctx context.Context, db *DB, opts *SyncOptions, newLastPulledAt i
 		}
 		resp, err := opts.PushChanges(ctx, melonsync.PushRequest{Changes: local.Changes, LastPulledAt: newLastPulledAt})
 		if err != nil {
-			return true, fmt.Errorf("push: %w", err)
+			return true, withOp("push", err)
 		}
 		var rejected map[string][]string
 		var reasons map[string]string
@@ -504,4 +504,14 @@ func TurboEligible(ctx context.Context, db *DB) (bool, error) {
 		return false, err
 	}
 	return isEmpty(ctx, db)
+}
+
+// withOp adds op to an error of PullChanges or PushChanges, unless it is a SyncError
+// that names its op already (the HTTP transport's): each layer says its part once.
+func withOp(op string, err error) error {
+	var se *SyncError
+	if errors.As(err, &se) && se.Op != "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/melonsync/melonsync"
 )
 
 // ErrorKind classifies why a sync failed, so that a caller knows what to do next.
@@ -74,18 +76,25 @@ var (
 )
 
 // Error implements error.
+//
+// It reads "OP: MESSAGE (HTTP STATUS SERVER_CODE): CAUSE" — one part per layer, each
+// once: the server's code goes with the status, and the cause is left out when it
+// says nothing more than the message (the server's own error, whose message it is).
 func (e *SyncError) Error() string {
 	var b strings.Builder
-	b.WriteString("sync: ")
 	if e.Op != "" {
 		b.WriteString(e.Op)
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Message)
-	if e.Status != 0 {
+	switch {
+	case e.Status != 0 && e.ServerCode != "":
+		fmt.Fprintf(&b, " (HTTP %d %s)", e.Status, e.ServerCode)
+	case e.Status != 0:
 		fmt.Fprintf(&b, " (HTTP %d)", e.Status)
 	}
-	if e.Err != nil && !strings.Contains(e.Message, e.Err.Error()) {
+	var me *melonsync.Error
+	if e.Err != nil && !strings.Contains(e.Message, e.Err.Error()) && !(errors.As(e.Err, &me) && strings.Contains(e.Message, me.Message)) {
 		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
 	}

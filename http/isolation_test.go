@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/melonsync/melonsync"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/server"
@@ -391,4 +392,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestMarkRestored: after "melonsync restored" (MarkRestored), a device whose
+// lastPulledAt came from the lost history gets a replacement even after others wrote
+// (without the mark its pull is incremental: the bug); the pull after that
+// replacement is incremental again.
+func TestMarkRestored(t *testing.T) {
+	eachStore(t, func(t *testing.T, store server.Store) {
+		h := storetest.NewHarness(t, store)
+		h.MustPush("alice", "d1", 0, `{"projects":{"created":[{"id":"kept","name":"x"}]}}`)
+		t1 := h.PullFrom("alice", "d1", 0).Timestamp
+		h.MustPush("bob", "b1", 0, `{"projects":{"created":[{"id":"b-before","name":"x"}]}}`)
+		if s := h.PullFrom("alice", "d1", t1).Strategy; s != "" {
+			t.Fatalf("before the mark: strategy %q", s)
+		}
+		m := store.(interface {
+			MarkRestored(context.Context, time.Duration) (int64, error)
+		})
+		clock, err := m.MarkRestored(context.Background(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if clock < time.Now().Add(50*time.Second).UnixMilli() {
+			t.Errorf("clock %d is not past now + margin", clock)
+		}
+		h.MustPush("bob", "b1", clock, `{"projects":{"created":[{"id":"b-after","name":"x"}]}}`)
+		r := h.PullFrom("alice", "d1", t1)
+		if r.Strategy != melonsync.StrategyReplacement {
+			t.Fatalf("a device from before the restore pulled without replacement: %+v", r)
+		}
+		if r2 := h.PullFrom("alice", "d1", r.Timestamp); r2.Strategy != "" {
+			t.Errorf("the pull after the replacement: strategy %q", r2.Strategy)
+		}
+	})
 }

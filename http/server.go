@@ -597,17 +597,26 @@ type queryParams struct {
 // twice with different values is an error.
 func pullQuery(q url.Values) (queryParams, error) {
 	var out queryParams
+	// sent is the name under which the caller sent the last parameter one read:
+	// messages name the parameter as the caller wrote it (?since=…, not
+	// last_pulled_at).
+	sent := ""
 	one := func(names ...string) (string, error) {
 		v, from := "", ""
+		sent = names[0]
 		for _, n := range names {
 			for _, x := range q[n] {
 				if x == "" || x == "null" || x == "undefined" {
 					continue
 				}
 				if from != "" && x != v {
-					return "", melonsync.Errorf(melonsync.EInvalid, "%s is given twice with different values (%q, %q)", names[0], v, x)
+					if from != n {
+						return "", melonsync.Errorf(melonsync.EInvalid, "%s and %s are the same parameter, given with different values (%q, %q)", from, n, v, x)
+					}
+					return "", melonsync.Errorf(melonsync.EInvalid, "%s is given twice with different values (%q, %q)", n, v, x)
 				}
 				v, from = x, n
+				sent = n
 			}
 		}
 		return v, nil
@@ -619,7 +628,7 @@ func pullQuery(q url.Values) (queryParams, error) {
 	if since != "" {
 		n, _, err := server.ParseTimestamp(since)
 		if err != nil {
-			return out, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at must be empty, null or a non-negative integer")
+			return out, melonsync.Errorf(melonsync.EInvalid, "%s must be empty, null or a non-negative integer", sent)
 		}
 		out.LastPulledAt, out.hasSince = n, true
 	}
@@ -630,7 +639,7 @@ func pullQuery(q url.Values) (queryParams, error) {
 	if sv != "" {
 		n, err := strconv.Atoi(sv)
 		if err != nil || n < 1 {
-			return out, melonsync.Errorf(melonsync.EInvalid, "schema_version must be a positive integer")
+			return out, melonsync.Errorf(melonsync.EInvalid, "%s must be a positive integer", sent)
 		}
 		out.SchemaVersion = n
 	}
@@ -641,7 +650,7 @@ func pullQuery(q url.Values) (queryParams, error) {
 	if ps != "" {
 		n, err := strconv.Atoi(ps)
 		if err != nil || n < 1 || n > server.MaxPageSize {
-			return out, melonsync.Errorf(melonsync.EInvalid, "page_size must be an integer from 1 to %d", server.MaxPageSize)
+			return out, melonsync.Errorf(melonsync.EInvalid, "%s must be an integer from 1 to %d", sent, server.MaxPageSize)
 		}
 		out.PageSize = n
 	}

@@ -579,10 +579,14 @@ func (s *Store) tablesOf(g *schema.Group) []*schema.Table {
 	var out []*schema.Table
 	if sch := s.app.Load(); sch != nil {
 		for _, t := range sch.Tables {
-			if t.Rule.Group == g {
+			if t.Rule.Group != nil && t.Rule.Group.Name == g.Name {
 				out = append(out, t)
 			}
 		}
+	}
+	if len(out) == 0 {
+		// Never fewer than the members table: a group with members is claimed.
+		out = append(out, g.Members)
 	}
 	return out
 }

@@ -659,10 +659,15 @@ func (w *writeTx) Unclaimed(g *schema.Group, id string) (bool, error) {
 	w.store.mu.RLock()
 	sch := w.store.schema
 	w.store.mu.RUnlock()
-	for _, t := range sch.Tables {
-		if t.Rule.Group != g {
-			continue
+	tables := []*schema.Table{g.Members} // never fewer: a group with members is claimed
+	if sch != nil {
+		for _, t := range sch.Tables {
+			if t.Rule.Group != nil && t.Rule.Group.Name == g.Name && t.Name != g.Members.Name {
+				tables = append(tables, t)
+			}
 		}
+	}
+	for _, t := range tables {
 		found := false
 		err := w.Scan(t, nil, server.Filter{Groups: []string{id}}, func(*server.Row) error {
 			found = true

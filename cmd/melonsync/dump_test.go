@@ -82,6 +82,10 @@ func fillStore(t *testing.T, svc *server.Service, sch *schema.Schema, path strin
 	if _, err := app.Exec(`INSERT INTO projects (id, __owner, name) VALUES ('from-sql', 'user0', 'written by the backend')`); err != nil {
 		t.Fatal(err)
 	}
+	// A bookkeeping row (access-rule membership history), which must travel as it is.
+	if _, err := app.Exec(`INSERT INTO __melon_moves (tbl, id, version, from_grp, to_grp, from_usr, to_usr) VALUES ('projects', 'moved', 7, 'g1', 'g2', '', 'user3')`); err != nil {
+		t.Fatal(err)
+	}
 	return mid
 }
 
@@ -205,6 +209,10 @@ func TestExportImportRoundTrip(t *testing.T) {
 		if s2, _ := st.Secret(ctx); !bytes.Equal(s2, secret) {
 			t.Errorf("%s: the secret did not travel", name)
 		}
+	}
+	var move string
+	if err := openAppDB(t, dstPath).QueryRow(`SELECT tbl || id || version || from_grp || to_grp || from_usr || to_usr FROM __melon_moves`).Scan(&move); err != nil || move != "projectsmoved7g1g2user3" {
+		t.Errorf("the bookkeeping row did not travel: %q %v", move, err)
 	}
 	// A client that last pulled at the end goes on incrementally on the new store.
 	svc := server.New(dst, sch)

@@ -26,6 +26,7 @@ Usage:
   melonsync token  --user ID [--db ./melonsync.db] [--ttl 24h]
   melonsync export --schema FILE [--db ./melonsync.db] [--out FILE] [--with-secret]
   melonsync import --schema FILE --db STORE [--in FILE]
+  melonsync restored --db STORE [--margin 1m]   (after restoring a backup)
   melonsync client COMMAND [flags]   (run "melonsync client help")
 
 Run "melonsync COMMAND -h" for a command's flags.
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runExport(ctx, args[1:], stdout, stderr)
 	case "import":
 		return runImport(ctx, args[1:], stdout, stderr)
+	case "restored":
+		return runRestored(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
