@@ -53,11 +53,13 @@ type PullArgs struct {
 	// Turbo asks for the raw response body in PullResult.Body, to be streamed into
 	// the database (SyncOptions.UnsafeTurbo).
 	Turbo bool
+	// PageSize is SyncOptions.PageSize: a paged pull of about that many records.
+	PageSize int
 }
 
 // Request returns the wire form of the pull.
 func (a PullArgs) Request() melonsync.PullRequest {
-	return melonsync.PullRequest{LastPulledAt: a.LastPulledAt, SchemaVersion: a.SchemaVersion, Migration: a.Migration}
+	return melonsync.PullRequest{LastPulledAt: a.LastPulledAt, SchemaVersion: a.SchemaVersion, Migration: a.Migration, PageSize: a.PageSize}
 }
 
 // PullResult is what PullChanges returns: decoded changes and the server timestamp,
@@ -108,6 +110,10 @@ type Progress struct {
 	Records int
 	// Total is the number of records to apply, -1 when not known (turbo).
 	Total int
+	// Paged pulls (phase "page", after each page is applied): Remaining estimates
+	// the records the next pages bring; HasMore says whether one follows.
+	Remaining int64
+	HasMore   bool
 }
 
 // SyncOptions configures Synchronize. Only PullChanges is required. The names in
@@ -143,6 +149,11 @@ type SyncOptions struct {
 	UnsafeTurbo bool
 	// OnProgress, when set, is called as pulled records are applied.
 	OnProgress func(Progress)
+	// PageSize, when > 0, pulls in pages of about that many records: each page is
+	// applied and its timestamp saved in a write of its own (an interrupted first sync
+	// resumes after the last page applied), and the push follows the last page.
+	// OnProgress reports each page (phase "page").
+	PageSize int
 	// NoConflictRetry turns off the automatic second attempt after a push conflict.
 	// By default a push refused with a conflict runs the whole sync once more, as
 	// WatermelonDB recommends ("retry once").
@@ -215,35 +226,58 @@ func concurrentError() *SyncError {
 }
 
 // synchronizeOnce runs the procedure once: read the sync state, pull, apply what was
-// pulled in one write, then push the local changes. pushFailed tells whether err came
-// from the push.
+// pulled in one write (with SyncOptions.PageSize, page after page, each in its own
+// write), then push the local changes. pushFailed tells whether err came from the
+// push.
 func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed bool, err error) {
+	for first := true; ; first = false {
+		info, err := pullOnce(ctx, db, opts, first)
+		if err != nil {
+			return false, err
+		}
+		more := false
+		if opts.PageSize > 0 {
+			var remaining int64
+			more, remaining = pageInfo(info.Extra)
+			if opts.OnProgress != nil {
+				opts.OnProgress(Progress{Phase: "page", Records: max(info.Records, 0), Total: -1, Remaining: remaining, HasMore: more})
+			}
+		}
+		if !more {
+			return pushLocal(ctx, db, opts, info.Timestamp)
+		}
+	}
+}
+
+// pullOnce pulls (one page when SyncOptions.PageSize is set) and applies the answer
+// in one write with its timestamp. Only the first pull of a sync may be turbo.
+func pullOnce(ctx context.Context, db *DB, opts *SyncOptions, first bool) (PulledInfo, error) {
 	log := opts.Log
 	lastPulledAt, mi, err := readSyncState(ctx, db, opts)
 	if err != nil {
-		return false, err
+		return PulledInfo{}, err
 	}
-	turbo := opts.UnsafeTurbo
+	turbo := opts.UnsafeTurbo && first
 	if turbo {
 		if err := checkTurbo(ctx, db, lastPulledAt); err != nil {
-			return false, err
+			return PulledInfo{}, err
 		}
 		log.update(func(l *SyncLog) { l.Turbo = true; l.RemoteChangeCount = -1 })
 	}
 	log.setPhase(PhaseReadyToPull)
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return PulledInfo{}, err
 	}
 
 	res, err := opts.PullChanges(ctx, PullArgs{
 		LastPulledAt: copyPtr(lastPulledAt), SchemaVersion: mi.schemaVersion, Migration: mi.migration,
-		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo,
+		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize,
 	})
 	if err != nil {
-		return false, withOp("pull", err)
+		return PulledInfo{}, withOp("pull", err)
 	}
 	if res == nil {
-		return false, invalidData("pull", "pullChanges() returned no result")
+		return PulledInfo{}, invalidData("pull", "pullChanges() returned no result")
 	}
 	if res.Body != nil {
 		defer res.Body.Close()
@@ -251,27 +285,27 @@ func synchronizeOnce(ctx context.Context, db *DB, opts *SyncOptions) (pushFailed
 	log.setPhase(PhasePulled)
 	res, remoteCount, err := checkPulled(ctx, db, res, turbo)
 	if err != nil {
-		return false, err
+		return PulledInfo{}, err
 	}
 	if opts.OnWillApplyRemoteChanges != nil {
 		if err := opts.OnWillApplyRemoteChanges(ctx, RemoteChangeInfo{RemoteChangeCount: remoteCount}); err != nil {
-			return false, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
+			return PulledInfo{}, fmt.Errorf("onWillApplyRemoteChanges: %w", err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return false, err
+		return PulledInfo{}, err
 	}
 
 	info, err := applyPulled(ctx, db, opts, res, remoteCount, lastPulledAt, mi)
 	if err != nil {
-		return false, err
+		return PulledInfo{}, err
 	}
 	if opts.OnDidPullChanges != nil {
 		if err := opts.OnDidPullChanges(ctx, info); err != nil {
-			return false, fmt.Errorf("onDidPullChanges: %w", err)
+			return PulledInfo{}, fmt.Errorf("onDidPullChanges: %w", err)
 		}
 	}
-	return pushLocal(ctx, db, opts, info.Timestamp)
+	return info, nil
 }
 
 // readSyncState reads the last pulled-at time and what the pull must ask for the
@@ -322,7 +356,7 @@ func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *P
 // since lastPulledAt was read.
 func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult, remoteCount int, lastPulledAt *int64, mi migrationInfo) (PulledInfo, error) {
 	log := opts.Log
-	turbo := opts.UnsafeTurbo
+	turbo := remoteCount < 0 // checkPulled leaves a turbo answer to stream
 	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
 	err := db.Write(ctx, func(tx *Tx) error {
 		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
@@ -504,6 +538,20 @@ func TurboEligible(ctx context.Context, db *DB) (bool, error) {
 		return false, err
 	}
 	return isEmpty(ctx, db)
+}
+
+// pageInfo reads a paged pull's hasMore (or experimentalHasMore) and remaining from
+// the answer's other keys.
+func pageInfo(extra map[string]json.RawMessage) (more bool, remaining int64) {
+	for _, key := range []string{"hasMore", "experimentalHasMore"} {
+		if raw, ok := extra[key]; ok && string(raw) == "true" {
+			more = true
+		}
+	}
+	if raw, ok := extra["remaining"]; ok {
+		json.Unmarshal(raw, &remaining)
+	}
+	return more, remaining
 }
 
 // withOp adds op to an error of PullChanges or PushChanges, unless it is a SyncError

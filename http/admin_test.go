@@ -2,12 +2,9 @@ package http_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/admin"
 	"github.com/melonsync/melonsync/admin/admintest"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/server/storetest"
 	"github.com/melonsync/melonsync/sqlite"
@@ -41,27 +37,14 @@ func eachAdminStore(t *testing.T, fn func(t *testing.T, open func() admintest.St
 		})
 	})
 	t.Run("postgres", func(t *testing.T) {
-		dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-		if dsn == "" {
-			t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-		}
+		dsn := testutil.PostgresDSN(t)
 		fn(t, func() admintest.Store {
-			b := make([]byte, 6)
-			rand.Read(b)
-			name := "melon_test_" + hex.EncodeToString(b)
+			name, _ := testutil.PostgresSchema(t, dsn, "melon_test_admin")
 			s, err := postgres.Open(context.Background(), dsn, postgres.WithSchema(name))
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() {
-				s.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				if conn, err := pgx.Connect(ctx, dsn); err == nil {
-					conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`)
-					conn.Close(ctx)
-				}
-			})
+			t.Cleanup(func() { s.Close() })
 			return s
 		})
 	})

@@ -11,7 +11,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,4 +196,58 @@ func scenarioHook(t *testing.T, st store) {
 	if len(hook.badSig) > 0 || hook.calls < 3 {
 		t.Errorf("hook: %d calls, signature failures %v", hook.calls, hook.badSig)
 	}
+}
+
+// The JavaScript helper hands the server's reasons to the app (onRejected and the
+// result of pushChanges), and a 503 from a failing hook is an UnavailableError.
+func TestJSHelperRejectedReasons(t *testing.T) {
+	requireNode(t)
+	script := `
+import { createSync, UnavailableError } from '../js/melonsync.js'
+let answer = { status: 200, body: { ok: true, timestamp: 5, experimentalRejectedIds: { comments: ['c1'] }, rejectedReasons: { c1: 'comment too long' } } }
+const fetch = async () => new Response(JSON.stringify(answer.body), { status: answer.status, headers: { 'Content-Type': 'application/json' } })
+const seen = []
+const sync = createSync({ url: 'http://127.0.0.1:1', token: 't', fetch, onRejected: (ids, reasons) => seen.push({ ids, reasons }) })
+const res = await sync.pushChanges({ changes: {}, lastPulledAt: 1 })
+answer = { status: 503, body: { error: { code: 'unavailable', message: 'the app\'s write hook did not accept the push (status 500)', details: {} } } }
+let err
+try { await sync.pushChanges({ changes: {}, lastPulledAt: 1 }) } catch (e) { err = e }
+console.log(JSON.stringify({ res, seen, unavailable: err instanceof UnavailableError, message: err && err.message }))
+`
+	file := filepath.Join(t.TempDir(), "check.mjs")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(script, "'../js/melonsync.js'", "'"+jsHelperURL(t)+"'")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("node", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var got struct {
+		Res struct {
+			RejectedReasons map[string]string `json:"rejectedReasons"`
+		} `json:"res"`
+		Seen []struct {
+			Reasons map[string]string `json:"reasons"`
+		} `json:"seen"`
+		Unavailable bool   `json:"unavailable"`
+		Message     string `json:"message"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got.Res.RejectedReasons["c1"] != "comment too long" || len(got.Seen) != 1 || got.Seen[0].Reasons["c1"] != "comment too long" {
+		t.Errorf("reasons did not reach the app: %s", out)
+	}
+	if !got.Unavailable || !strings.Contains(got.Message, "write hook") {
+		t.Errorf("a hook failure is not an UnavailableError with the server's message: %s", out)
+	}
+}
+
+// jsHelperURL is the file URL of js/melonsync.js.
+func jsHelperURL(t *testing.T) string {
+	abs, err := filepath.Abs(filepath.Join("..", "js", "melonsync.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "file://" + abs
 }

@@ -15,6 +15,19 @@ export interface MelonSyncOptions {
   gzipMinBytes?: number
   /** fetch to use (default: globalThis.fetch). */
   fetch?: typeof fetch
+  /** Called after a push whose answer refused records (they stay unsynced), with the
+   * refused ids by table and the server's reasons by id ({"t1": "title too long"}). */
+  onRejected?(rejectedIds: Record<string, string[]>, reasons: Record<string, string>): void
+  /** Paged pulls: each pull answers about this many records (see syncAll). */
+  pageSize?: number
+  /** Called after each paged pull with the records pulled so far and an estimate of what remains. */
+  onProgress?(progress: Progress): void
+}
+
+export interface Progress {
+  pulled: number
+  remaining: number
+  hasMore: boolean
 }
 
 export interface PullArgs {
@@ -27,6 +40,10 @@ export interface PullResult {
   changes: Record<string, { created: object[]; updated: object[]; deleted: string[] }>
   timestamp: number
   experimentalStrategy?: 'replacement' | string
+  /** Paged pulls: another page follows (also sent as experimentalHasMore). */
+  hasMore?: boolean
+  /** Paged pulls: estimate of the records the following pages bring. */
+  remaining?: number
 }
 
 export interface PushArgs {
@@ -36,6 +53,8 @@ export interface PushArgs {
 
 export interface PushResult {
   experimentalRejectedIds?: Record<string, string[]>
+  /** Why each refused record was refused, by id (a write hook's reasons). */
+  rejectedReasons?: Record<string, string>
 }
 
 export interface Sync {
@@ -44,6 +63,8 @@ export interface Sync {
   pushChanges(args: PushArgs): Promise<PushResult>
   /** { pullChanges, pushChanges, sendCreatedAsUpdated } for synchronize(). */
   syncOptions(): { pullChanges: Sync['pullChanges']; pushChanges: Sync['pushChanges']; sendCreatedAsUpdated: boolean }
+  /** Runs sync (which calls synchronize() with these functions) until no page is left. */
+  syncAll(sync: () => Promise<unknown>, options?: { maxRounds?: number }): Promise<{ rounds: number; pulled: number }>
   /** A stream-only ticket: POST /api/sync/events/ticket. expiresAt: ms since the epoch. */
   ticket(): Promise<{ ticket: string; expiresAt: number }>
 }

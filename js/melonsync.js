@@ -152,15 +152,42 @@ async function gzip(text) {
 /**
  * Returns pullChanges and pushChanges for WatermelonDB's synchronize(), talking to the
  * melonsync server at options.url. Non-2xx answers throw a MelonSyncError subclass
- * (a 409 is a ConflictError: that sync fails, the next one merges). Pushes of at
+ * (a 409 is a ConflictError: that sync fails, the next one merges; a 503, say from
+ * the app's write hook, is an UnavailableError). Records the server refuses are passed
+ * to options.onRejected(rejectedIds, reasons) with the reasons by id. Pushes of at
  * least options.gzipMinBytes (64 KiB) are gzipped where CompressionStream exists.
  */
 export function createSync(options) {
   const o = normalize(options)
+  // What the last paged pull said: whether more pages wait, and progress so far.
+  const paging = { hasMore: false, pulled: 0, remaining: 0 }
   async function pullChanges({ lastPulledAt, schemaVersion, migration }) {
-    const body = JSON.stringify({ lastPulledAt: lastPulledAt ?? null, schemaVersion, migration: migration ?? null })
-    const res = await call(o, 'pull', '/api/sync/pull', body)
-    return res.json() // { changes, timestamp, experimentalStrategy? }
+    const req = { lastPulledAt: lastPulledAt ?? null, schemaVersion, migration: migration ?? null }
+    if (o.pageSize) req.pageSize = o.pageSize
+    const res = await call(o, 'pull', '/api/sync/pull', JSON.stringify(req))
+    const out = await res.json() // { changes, timestamp, experimentalStrategy?, hasMore?, remaining? }
+    if (o.pageSize) {
+      let n = 0
+      for (const t of Object.values(out.changes || {})) n += (t.created || []).length + (t.updated || []).length
+      paging.hasMore = out.hasMore === true || out.experimentalHasMore === true
+      paging.pulled += n
+      paging.remaining = paging.hasMore ? out.remaining || 0 : 0
+      if (o.onProgress) o.onProgress({ pulled: paging.pulled, remaining: paging.remaining, hasMore: paging.hasMore })
+    }
+    return out
+  }
+  // syncAll runs sync (a function that runs synchronize() with these pullChanges and
+  // pushChanges) until the server has no more pages: with options.pageSize, each
+  // synchronize() takes one page, applies it and saves its timestamp, so an
+  // interrupted first sync resumes where it stopped.
+  async function syncAll(sync, { maxRounds = 100000 } = {}) {
+    paging.pulled = 0
+    for (let round = 1; ; round++) {
+      paging.hasMore = false
+      await sync()
+      if (!paging.hasMore) return { rounds: round, pulled: paging.pulled }
+      if (round >= maxRounds) throw new MelonSyncError(`melonsync syncAll: still more pages after ${round} rounds`, {})
+    }
   }
   async function pushChanges({ changes, lastPulledAt }) {
     const text = JSON.stringify({ changes, lastPulledAt })
@@ -175,7 +202,11 @@ export function createSync(options) {
     }
     const res = await call(o, 'push', '/api/sync/push', body, extra)
     const out = await res.json()
-    return out && out.experimentalRejectedIds ? { experimentalRejectedIds: out.experimentalRejectedIds } : {}
+    if (!out || !out.experimentalRejectedIds) return {}
+    // Refused records stay unsynced; the server's reasons (a write hook's) reach the app.
+    const reasons = out.rejectedReasons || {}
+    if (typeof o.onRejected === 'function') o.onRejected(out.experimentalRejectedIds, reasons)
+    return { experimentalRejectedIds: out.experimentalRejectedIds, rejectedReasons: reasons }
   }
   return {
     options: o,
@@ -185,6 +216,7 @@ export function createSync(options) {
     syncOptions() {
       return { pullChanges, pushChanges, sendCreatedAsUpdated: !!o.sendCreatedAsUpdated }
     },
+    syncAll,
     /** a stream-only ticket for GET /api/sync/events?ticket=… ({ ticket, expiresAt }) */
     ticket: () => ticketOf(o),
   }

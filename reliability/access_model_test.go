@@ -80,7 +80,7 @@ func TestAccessModelPostgres(t *testing.T) {
 		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
 	}
 	st := &accessStats{faults: map[fault]int{}}
-	runAccessModel(t, "postgres", 20, st, func(rt *rapid.T) (func() (server.Store, error), backendSQL) {
+	runAccessModel(t, "postgres", 12, st, func(rt *rapid.T) (func() (server.Store, error), backendSQL) {
 		b := make([]byte, 6)
 		rand.Read(b)
 		name := "melon_amodel_" + hex.EncodeToString(b)
@@ -982,9 +982,16 @@ func (h *accessHistory) move(rt *rapid.T) {
 	if !ok {
 		return
 	}
-	targets := h.localTeams(c)
-	if rapid.Bool().Draw(rt, "any team") {
+	var targets []string
+	switch rapid.IntRange(0, 2).Draw(rt, "target kind") {
+	case 0: // a team the device has
+		targets = h.localTeams(c)
+	case 1: // any team ever made
 		targets = h.teamIDs
+	default: // a team the user is in on the server (the move is allowed when the row's team is one too)
+		h.mu.Lock()
+		targets = keys(h.teamsOf(c.user))
+		h.mu.Unlock()
 	}
 	if len(targets) == 0 {
 		return

@@ -323,7 +323,7 @@ func (h *history) settleAll() {
 }
 
 func TestPolicyModelSQLite(t *testing.T) {
-	runPolicyModel(t, "sqlite", 60, func(rt *rapid.T) func() (server.Store, error) {
+	runPolicyModel(t, "sqlite", 40, func(rt *rapid.T) func() (server.Store, error) {
 		dir, err := os.MkdirTemp("", "melonsync-policy-model-")
 		if err != nil {
 			rt.Fatal(err)
@@ -338,7 +338,7 @@ func TestPolicyModelPostgres(t *testing.T) {
 	if os.Getenv("MELONSYNC_TEST_POSTGRES") == "" {
 		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
 	}
-	runPolicyModel(t, "postgres", 30, postgresModelStore(t))
+	runPolicyModel(t, "postgres", 20, postgresModelStore(t))
 }
 
 var policyKinds = []string{schema.PolicyReject, schema.PolicyClientWins, schema.PolicyServerWins, schema.PolicyLastWriteWins}

@@ -84,9 +84,9 @@ func openStore(ctx context.Context, db, dir string) (server.Store, error) {
 }
 
 type bench struct {
-	url, token string
-	seq        int
-	mu         sync.Mutex
+	url string
+	seq int
+	mu  sync.Mutex
 }
 
 // push sends one push of table with k new records and returns its latency.

@@ -22,16 +22,19 @@ import (
 // remoteFlags are the flags of the commands that talk to a server.
 type remoteFlags struct {
 	url, token, device, progress string
+	pageSize                     int
 }
 
 func (c *clientCmd) remote(fs interface {
 	StringVar(*string, string, string, string)
+	IntVar(*int, string, int, string)
 }) *remoteFlags {
 	r := &remoteFlags{}
 	fs.StringVar(&r.url, "url", getenv("MELONSYNC_URL"), "the server's base URL, e.g. http://127.0.0.1:8080 (default $MELONSYNC_URL)")
 	fs.StringVar(&r.token, "token", getenv("MELONSYNC_TOKEN"), "bearer token (default $MELONSYNC_TOKEN; see \"melonsync token\")")
 	fs.StringVar(&r.device, "device", "", "device id sent as X-Melon-Device, kept for later syncs (default: the one kept in the database, made up on first use)")
 	fs.StringVar(&r.progress, "progress", "auto", "progress bar on stderr for long syncs: auto (when stderr is a terminal), on, off")
+	fs.IntVar(&r.pageSize, "page-size", 0, "pull in pages of about this many records (big first syncs; 0: one answer)")
 	return r
 }
 
@@ -42,6 +45,9 @@ func (c *clientCmd) connect(db *client.DB, r *remoteFlags) (*transport.Client, *
 	}
 	if r.token == "" {
 		return nil, nil, errors.New("--token is required (or set MELONSYNC_TOKEN)")
+	}
+	if r.pageSize < 0 {
+		return nil, nil, errors.New("--page-size must be 0 or more")
 	}
 	var device string
 	var err error
@@ -65,7 +71,7 @@ func (c *clientCmd) connect(db *client.DB, r *remoteFlags) (*transport.Client, *
 	default:
 		return nil, nil, fmt.Errorf("--progress must be auto, on or off, not %q", r.progress)
 	}
-	bar := &progressBar{w: c.stderr, enabled: show}
+	bar := &progressBar{w: c.stderr, enabled: show, pageSize: r.pageSize}
 	hc, err := transport.NewClient(r.url, transport.StaticToken(r.token), device, transport.WithDownloadProgress(bar.setBytes), transport.WithUserAgent("melonsync-cli"))
 	if err != nil {
 		return nil, nil, err
@@ -78,6 +84,7 @@ func syncOptions(ctx context.Context, db *client.DB, hc *transport.Client, bar *
 	opts := hc.Options()
 	opts.MigrationsEnabledAtVersion = migrationsEnabledAt(db.Schema())
 	opts.OnProgress = bar.setProgress
+	opts.PageSize = bar.pageSize
 	return opts
 }
 
@@ -103,18 +110,20 @@ func isTerminal(w io.Writer) bool {
 // syncSummary is what "client sync --json" prints and what status shows of the last
 // sync.
 type syncSummary struct {
-	OK           bool            `json:"ok"`
-	Time         time.Time       `json:"time"`
-	DurationMS   int64           `json:"durationMs"`
-	Pulled       int             `json:"pulled"`
-	Pushed       int             `json:"pushed"`
-	Rejected     int             `json:"rejected"`
-	Turbo        bool            `json:"turbo,omitempty"`
-	LastPulledAt *int64          `json:"lastPulledAt"`
-	Error        string          `json:"error,omitempty"`
-	ErrorCode    string          `json:"errorCode,omitempty"`
-	Trigger      string          `json:"trigger,omitempty"`
-	Log          *client.SyncLog `json:"log,omitempty"`
+	OK         bool      `json:"ok"`
+	Time       time.Time `json:"time"`
+	DurationMS int64     `json:"durationMs"`
+	Pulled     int       `json:"pulled"`
+	Pushed     int       `json:"pushed"`
+	Rejected   int       `json:"rejected"`
+	// RejectedReasons holds the server's reasons for refused records, by id.
+	RejectedReasons map[string]string `json:"rejectedReasons,omitempty"`
+	Turbo           bool              `json:"turbo,omitempty"`
+	LastPulledAt    *int64            `json:"lastPulledAt"`
+	Error           string            `json:"error,omitempty"`
+	ErrorCode       string            `json:"errorCode,omitempty"`
+	Trigger         string            `json:"trigger,omitempty"`
+	Log             *client.SyncLog   `json:"log,omitempty"`
 }
 
 func summarize(log *client.SyncLog, err error, d time.Duration) syncSummary {
@@ -129,6 +138,7 @@ func summarize(log *client.SyncLog, err error, d time.Duration) syncSummary {
 	for _, ids := range l.RejectedIDs {
 		s.Rejected += len(ids)
 	}
+	s.RejectedReasons = l.RejectedReasons
 	if l.NewLastPulledAt != nil && l.Phase != client.PhaseReadyToPull && l.Phase != client.PhasePulled {
 		s.LastPulledAt = l.NewLastPulledAt
 	} else {
@@ -149,7 +159,16 @@ func (s syncSummary) line() string {
 		}
 		fmt.Fprintf(&b, ", pushed %d", s.Pushed)
 		if s.Rejected > 0 {
-			fmt.Fprintf(&b, " (%d rejected by the server, kept locally)", s.Rejected)
+			fmt.Fprintf(&b, " (%d rejected by the server, kept locally", s.Rejected)
+			ids := make([]string, 0, len(s.RejectedReasons))
+			for id := range s.RejectedReasons {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				fmt.Fprintf(&b, "; %s: %s", id, s.RejectedReasons[id])
+			}
+			b.WriteString(")")
 		}
 		if s.LastPulledAt != nil {
 			fmt.Fprintf(&b, "; lastPulledAt %d", *s.LastPulledAt)
@@ -455,8 +474,11 @@ func formatValue(v any) string {
 
 // progressBar draws the progress of a long sync on one terminal line.
 type progressBar struct {
-	w       io.Writer
-	enabled bool
+	w        io.Writer
+	enabled  bool
+	pageSize int // SyncOptions.PageSize
+
+	pulled, remaining int64 // paged pulls: records pulled so far, estimate of the rest
 
 	mu      sync.Mutex
 	start   time.Time
@@ -475,6 +497,7 @@ func (b *progressBar) begin() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.start, b.base, b.p, b.drawn, b.running = time.Now(), b.bytes, client.Progress{}, false, true
+	b.pulled, b.remaining = 0, -1
 }
 
 func (b *progressBar) setBytes(n int64) {
@@ -487,6 +510,12 @@ func (b *progressBar) setBytes(n int64) {
 func (b *progressBar) setProgress(p client.Progress) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if p.Phase == "page" {
+		b.pulled += int64(p.Records)
+		b.remaining = p.Remaining
+		b.draw(true)
+		return
+	}
 	b.p = p
 	b.draw(false)
 }
@@ -514,6 +543,11 @@ func (b *progressBar) draw(force bool) {
 	el := now.Sub(b.start).Seconds()
 	var line string
 	switch {
+	case b.remaining >= 0:
+		const width = 30
+		total := b.pulled + b.remaining
+		filled := int(b.pulled * width / max(total, 1))
+		line = fmt.Sprintf("pages     [%s%s] %d/%d records  %s  %.1fs", strings.Repeat("=", filled), strings.Repeat(" ", width-filled), b.pulled, total, received, el)
 	case b.p.Total > 0:
 		const width = 30
 		filled := b.p.Records * width / b.p.Total

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"log/slog"
+	"net/url"
 	"strings"
 
 	mhttp "github.com/melonsync/melonsync/http"
@@ -28,8 +30,12 @@ func (m *ServeMain) checkHookFlags() error {
 	return nil
 }
 
-// setHook installs the write hook, if one is configured, on svc.
-func (m *ServeMain) setHook(svc *server.Service) error {
+// setHook installs the write hook, if one is configured, on svc, and logs the
+// conflict policies and the hook.
+func (m *ServeMain) setHook(svc *server.Service, log *slog.Logger) error {
+	for table, p := range svc.Schema().Policies() {
+		log.Info("conflict policy", "table", table, "policy", p.String())
+	}
 	if m.HookURL == "" {
 		return nil
 	}
@@ -44,5 +50,7 @@ func (m *ServeMain) setHook(svc *server.Service) error {
 	if err := svc.SetWriteHook(hc, tables); err != nil {
 		return errors.New("serve: --hook-tables: " + strings.TrimPrefix(err.Error(), "write hook: "))
 	}
+	u, _ := url.Parse(m.HookURL)
+	log.Info("write hook", "host", u.Host, "timeout", m.HookTimeout.String(), "tables", m.HookTables)
 	return nil
 }

@@ -210,7 +210,7 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		log.Info("cors", "origins", strings.Join(origins, ","))
 	}
 	svc := server.New(store, sch)
-	if err := m.setHook(svc); err != nil {
+	if err := m.setHook(svc, log); err != nil {
 		return err
 	}
 	opts := mhttp.Options{Auth: auth, MaxBodyBytes: m.MaxBody, Logger: log, Limits: m.Limits, SpoolDir: m.SpoolDir, CORSOrigins: origins}
