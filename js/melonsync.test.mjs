@@ -23,7 +23,7 @@ test('pull and push send the token, the device and the body', async () => {
   const f = fakeFetch([{ body: { changes: {}, timestamp: 7 } }, { body: { ok: true, timestamp: 8, experimentalRejectedIds: { t: ['x'] } } }])
   const s = createSync({ url: 'http://s.test/', token: async () => 'TOK', device: 'dev-1', fetch: f })
   assert.deepEqual(await s.pullChanges({ lastPulledAt: undefined, schemaVersion: 3, migration: null }), { changes: {}, timestamp: 7 })
-  assert.deepEqual(await s.pushChanges({ changes: { t: { created: [], updated: [], deleted: [] } }, lastPulledAt: 7 }), { experimentalRejectedIds: { t: ['x'] } })
+  assert.deepEqual(await s.pushChanges({ changes: { t: { created: [], updated: [], deleted: [] } }, lastPulledAt: 7 }), { experimentalRejectedIds: { t: ['x'] }, rejectedReasons: {} })
   assert.equal(f.calls[0].url, 'http://s.test/api/sync/pull')
   assert.equal(f.calls[0].headers.Authorization, 'Bearer TOK')
   assert.equal(f.calls[0].headers['X-Melon-Device'], 'dev-1')
