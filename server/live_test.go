@@ -140,3 +140,56 @@ func TestConformanceReadAgain(t *testing.T) {
 		return s
 	})
 }
+
+// BenchmarkIncrementalPull: a user with many records pulls a few changes (half of
+// them pushed by the pulling device, so the answer has created and updated records),
+// reading each table once ("once") and, as pulls did before, twice ("twice": nothing
+// held, the updated section read again).
+//
+//	go test ./server -run '^$' -bench IncrementalPull -count 6 | benchstat -col /read -
+func BenchmarkIncrementalPull(b *testing.B) {
+	for _, size := range []struct{ rows, changes int }{{20000, 10}, {20000, 1000}} {
+		for _, teams := range []bool{false, true} {
+			h, since := pullFixture(b, teams, size.rows, size.changes)
+			for _, read := range []string{"once", "twice"} {
+				b.Run(fmt.Sprintf("rows=%d/changes=%d/teams=%v/read=%s", size.rows, size.changes, teams, read), func(b *testing.B) {
+					if read == "twice" {
+						defer server.SetHeldLimit(0)()
+					}
+					for i := 0; i < b.N; i++ {
+						var n countWriter
+						if err := h.Svc.Pull(context.Background(), server.Caller{User: "alice", Device: "d1"}, server.PullParams{LastPulledAt: since}, &n); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+type countWriter int
+
+func (w *countWriter) Write(p []byte) (int, error) { *w += countWriter(len(p)); return len(p), nil }
+
+// pullFixture fills a store with rows projects of alice (in her team a when teams),
+// then pushes changes more: half created by device d1 (updated for it), half by d2.
+func pullFixture(b *testing.B, teams bool, rows, changes int) (*storetest.Harness, int64) {
+	sch := storetest.TodoSchema(b)
+	if teams {
+		sch = storetest.TeamsSchema(b)
+	}
+	h := storetest.NewHarnessWith(b, testutil.SQLiteStore(b, b.TempDir()), sch)
+	t0 := h.PullFrom("alice", "d0", 0).Timestamp
+	if teams {
+		h.MustPush("alice", "d0", t0, `{"teams":{"created":[{"id":"a","name":"A"}]},
+			"team_members":{"created":[{"id":"m-a","team_id":"a","user_id":"alice"}]}}`)
+	}
+	for i := 0; i < rows; i += 1000 {
+		h.MustPush("alice", "d0", t0, records("projects", teams, fmt.Sprintf("old%d_", i), min(1000, rows-i), ""))
+	}
+	since := h.PullFrom("alice", "d1", t0).Timestamp
+	h.MustPush("alice", "d1", since, records("projects", teams, "mine", changes/2, ""))
+	h.MustPush("alice", "d2", since, records("projects", teams, "theirs", changes-changes/2, ""))
+	return h, since
+}
