@@ -39,6 +39,17 @@ type Store struct {
 	// Now returns the current time; versions are milliseconds since the epoch,
 	// bumped to stay strictly increasing.
 	Now func() time.Time
+	// MaxBatch and BatchTime bound a group commit (batch.go): how many writes
+	// commit together (0: 64; 1: each write commits alone) and for how long after
+	// its first write ran a batch takes more (0: 5 ms). Set them before the first
+	// Write.
+	MaxBatch  int
+	BatchTime time.Duration
+
+	writes    chan *writeReq // to the writer goroutine (batch.go)
+	quit      chan struct{}
+	loopDone  chan struct{}
+	closeOnce sync.Once
 }
 
 // storeOptions are the SQLite settings of the server store (see DESIGN.md): eight readers
@@ -62,7 +73,9 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	w, r := db.Writer, db.Reader
-	s := &Store{path: path, writer: w, reader: r, Now: time.Now}
+	s := &Store{path: path, writer: w, reader: r, Now: time.Now,
+		writes: make(chan *writeReq), quit: make(chan struct{}), loopDone: make(chan struct{})}
+	go s.writeLoop()
 	if err := s.migrate(context.Background()); err != nil {
 		s.Close()
 		return nil, err
@@ -105,6 +118,8 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // Close closes the store's connections.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { close(s.quit) })
+	<-s.loopDone // the batch under way, if any, ends first
 	err1 := s.reader.Close()
 	err2 := s.writer.Close()
 	return errors.Join(err1, err2)
@@ -163,34 +178,6 @@ func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 		return err
 	}
 	return fn(rt)
-}
-
-// Write runs fn in one IMMEDIATE transaction on the writer connection.
-func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin write: %w", err)
-	}
-	defer tx.Rollback()
-	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx}, store: s, now: s.Now}
-	defer wt.close()
-	if err := fn(wt); err != nil {
-		return err
-	}
-	if wt.version != 0 {
-		// The marker that tells this transaction's rows to the triggers (triggers.go)
-		// is never committed.
-		if _, err := tx.ExecContext(ctx, `DELETE FROM "__melon_meta" WHERE "key" = 'writing'`); err != nil {
-			return fmt.Errorf("sqlite: commit: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		if isRefusal(err) {
-			return refusedAtCommit(err)
-		}
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	return nil
 }
 
 // PurgeTombstones deletes tombstones with a version ≤ before.
@@ -477,10 +464,8 @@ type writeTx struct {
 	store   *Store
 	now     func() time.Time
 	version int64
-	stmts   sqlitedb.Stmts
+	stmts   *sqlitedb.Stmts // the batch's (batch.go)
 }
-
-func (w *writeTx) close() { w.stmts.Close() }
 
 func (w *writeTx) stmt(q string) (*sql.Stmt, error) { return w.stmts.Get(w.ctx, w.tx, q) }
 
