@@ -164,8 +164,8 @@ const savepoint = `"__melon_write"`
 
 // member runs r's fn in a savepoint of tx. It reports ok when fn succeeded (r then
 // waits for the commit); when fn failed it rolls back to the savepoint and answers r.
-// An error means that tx is no longer open (SQLite rolled it back on an I/O error,
-// a full disk, a trigger's RAISE(ROLLBACK)); r is answered then too.
+// An error means that tx is no longer open (SQLite rolled it back on an I/O error
+// or a full disk); r is answered then too.
 func (s *Store) member(tx *sql.Tx, stmts *sqlitedb.Stmts, r *writeReq) (ok bool, gone error) {
 	if err := r.ctx.Err(); err != nil {
 		r.answer(fmt.Errorf("sqlite: begin write: %w", err))
