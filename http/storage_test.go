@@ -155,3 +155,33 @@ func TestFullDiskAnswers507(t *testing.T) {
 		}
 	})
 }
+
+// TestFullSpoolAnswers507: a pull whose answer spills to a temporary file on a full
+// disk answers 507 storage_full (not 500) and /healthz reports the spool full; once
+// space is freed, the next pull is whole and clears it.
+func TestFullSpoolAnswers507(t *testing.T) {
+	dir := testutil.SmallDisk(t, 1<<20)
+	h := storetest.NewHarness(t, testutil.SQLiteStore(t, t.TempDir()))
+	h.MustPush("alice", "d1", 0, projects("p", 200)) // ~200 KB of answer
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{SpoolDir: dir, SpoolMemory: 1}) // every answer goes to a file
+	alice := srv.Token(t, "alice")
+	pull := func() answer { return call(t, "POST", srv.URL+"/api/sync/pull", alice, `{"lastPulledAt":null}`) }
+
+	free := testutil.FillDisk(t, dir)
+	a := pull()
+	if a.status != http.StatusInsufficientStorage || errCode(a) != "storage_full" || a.header.Get("Retry-After") == "" {
+		t.Fatalf("pull with a full spool: %d %s; want 507 storage_full with Retry-After", a.status, errCode(a))
+	}
+	hz := call(t, "GET", srv.URL+"/healthz", "", "")
+	if full, _ := hz.body["full"].(map[string]any); hz.status != 503 || full["spool"] == nil {
+		t.Fatalf("/healthz with a full spool: %d %v", hz.status, hz.body)
+	}
+	free()
+	a = pull()
+	if a.status != 200 || len(a.body["changes"].(map[string]any)["projects"].(map[string]any)["created"].([]any)) != 200 {
+		t.Fatalf("pull once space is back: %d", a.status)
+	}
+	if hz := call(t, "GET", srv.URL+"/healthz", "", ""); hz.status != 200 {
+		t.Fatalf("/healthz after a spooled pull succeeded: %d %v", hz.status, hz.body)
+	}
+}

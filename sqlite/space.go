@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"syscall"
 
 	sqlite3 "modernc.org/sqlite"
 
@@ -17,14 +16,13 @@ const (
 	sqliteIOErrShmSize = 10 | (19 << 8) // SQLITE_IOERR_SHMSIZE: the -shm file could not grow
 )
 
-// isFull tells an error meaning there is no room left to write. SQLite rolls the
-// statement or the whole transaction back on it; the store rolls the rest back.
+// isFull tells an error of SQLite's meaning there is no room left to write. SQLite
+// rolls the statement or the whole transaction back on it; the store rolls the rest
+// back. (Errors of the caller's own, such as a pull's spool hitting ENOSPC inside
+// Read, are not the store's and stay as they are.)
 func isFull(err error) bool {
 	var se *sqlite3.Error
-	if errors.As(err, &se) {
-		return se.Code()&0xff == sqliteFull || se.Code() == sqliteIOErrShmSize
-	}
-	return errors.Is(err, syscall.ENOSPC)
+	return errors.As(err, &se) && (se.Code()&0xff == sqliteFull || se.Code() == sqliteIOErrShmSize)
 }
 
 // classify wraps an error meaning the disk is full with melonsync.ErrStorageFull
