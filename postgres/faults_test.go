@@ -38,7 +38,7 @@ func TestNetworkFaults(t *testing.T) {
 	}
 	t.Cleanup(func() { proxy.Close() })
 	u.Host = proxy.Addr()
-	store, err := postgres.Open(context.Background(), u.String(), postgres.WithSchema(newSchemaName(t)), 
+	store, err := postgres.Open(context.Background(), u.String(), postgres.WithSchema(newSchemaName(t)),
 		postgres.WithStatementTimeout(3*time.Second), postgres.WithReadTimeout(3*time.Second), postgres.WithAcquireTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)

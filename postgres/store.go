@@ -59,9 +59,9 @@ type Store struct {
 	connCfg     *pgx.ConnConfig
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
-	acquire     time.Duration // bound on acquiring a connection and BEGIN
-	writeLimit  time.Duration // bound on a whole write transaction (0: none)
-	readLimit   time.Duration // bound on a whole pull (0: none)
+	acquire     time.Duration                 // bound on acquiring a connection and BEGIN
+	writeLimit  time.Duration                 // bound on a whole write transaction (0: none)
+	readLimit   time.Duration                 // bound on a whole pull (0: none)
 	instance    string                        // random id of this store: names its clock lock and settings
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 	changes     server.SchemaChanges
