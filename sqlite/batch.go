@@ -46,6 +46,7 @@ func (r *writeReq) answer(err error) {
 // and returns once that transaction committed (nil) or fn failed (its error, nothing
 // of fn written). A failed COMMIT runs each of the batch's writes again alone, so that
 // the one the database refuses (a deferred foreign key) is told from the others.
+// A full disk (or file) wraps melonsync.ErrStorageFull (space.go).
 // fn's statements are not interrupted when ctx ends: an interrupted statement can roll
 // back the whole transaction, other writes' included.
 func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
@@ -61,7 +62,7 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 	if r.panicked != nil {
 		panic(r.panicked)
 	}
-	return r.err
+	return classify(r.err)
 }
 
 // writeLoop is the writer: it runs the writes, a batch at a time, until Close.

@@ -159,13 +159,17 @@ func (s *Store) Secret(ctx context.Context) ([]byte, error) {
 		err = s.writer.QueryRowContext(ctx, `SELECT "value" FROM "__melon_meta" WHERE "key" = 'jwt_secret'`).Scan(&v)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: secret: %w", err)
+		return nil, classify(fmt.Errorf("sqlite: secret: %w", err))
 	}
 	return hex.DecodeString(v)
 }
 
 // Read runs fn in one read transaction (one WAL snapshot).
 func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
+	return classify(s.read(ctx, fn))
+}
+
+func (s *Store) read(ctx context.Context, fn func(server.ReadTx) error) error {
 	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("sqlite: begin read: %w", err)
@@ -182,6 +186,11 @@ func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 
 // PurgeTombstones deletes tombstones with a version ≤ before.
 func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error) {
+	n, err := s.purge(ctx, before)
+	return n, classify(err)
+}
+
+func (s *Store) purge(ctx context.Context, before int64) (int64, error) {
 	s.mu.RLock()
 	sch := s.schema
 	s.mu.RUnlock()
