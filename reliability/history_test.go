@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,7 +84,7 @@ func runHistories(t *testing.T, name string, n int, open func(*testing.T) server
 			if checker != "" {
 				t.Fatalf("seed %d: %s", cfg.seed, checker)
 			}
-			h.st.histories = 1
+			h.st.histories, h.st.inFlight = 1, maxInFlight(h.ops)
 			total.add(h.st)
 		})
 	}
@@ -95,6 +96,31 @@ func runHistories(t *testing.T, name string, n int, open func(*testing.T) server
 // historyStats counts what the histories did.
 type historyStats struct {
 	histories, pulls, pushes, conflicts, unknown, syncs, failedSyncs, refused int
+	inFlight                                                                  int // most operations of one user in flight at once
+}
+
+// maxInFlight returns the most operations of one user that overlapped in time.
+func maxInFlight(ops []*hOp) int {
+	type edge struct {
+		at    int64
+		delta int
+	}
+	byUser := map[string][]edge{}
+	for _, op := range ops {
+		byUser[op.user] = append(byUser[op.user], edge{op.call, 1}, edge{op.ret, -1})
+	}
+	best := 0
+	for _, edges := range byUser {
+		sort.Slice(edges, func(i, j int) bool {
+			return edges[i].at < edges[j].at || edges[i].at == edges[j].at && edges[i].delta > edges[j].delta
+		})
+		n := 0
+		for _, e := range edges {
+			n += e.delta
+			best = max(best, n)
+		}
+	}
+	return best
 }
 
 func (s *historyStats) add(o historyStats) {
@@ -106,11 +132,12 @@ func (s *historyStats) add(o historyStats) {
 	s.syncs += o.syncs
 	s.failedSyncs += o.failedSyncs
 	s.refused += o.refused
+	s.inFlight = max(s.inFlight, o.inFlight)
 }
 
 func (s historyStats) String() string {
-	return fmt.Sprintf("%d histories, %d pulls and %d pushes checked (%d answered 409, %d with unknown outcome), %d Go client syncs (%d failed), %d requests refused by the server's limits",
-		s.histories, s.pulls, s.pushes, s.conflicts, s.unknown, s.syncs, s.failedSyncs, s.refused)
+	return fmt.Sprintf("%d histories, %d pulls and %d pushes checked (%d answered 409, %d with unknown outcome), %d Go client syncs (%d failed), %d requests refused by the server's limits; up to %d requests of one user in flight at once",
+		s.histories, s.pulls, s.pushes, s.conflicts, s.unknown, s.syncs, s.failedSyncs, s.refused, s.inFlight)
 }
 
 // concurrentHistory is one history being made.
