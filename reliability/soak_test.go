@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -154,7 +155,7 @@ func runSoak(t *testing.T, d time.Duration, store server.Store, measure func(con
 		// As melonsync serve runs it: a device registry and a sync log, bounded
 		// small here so that its trimming runs during the soak.
 		opts.Devices = as
-		opts.SyncLog = admin.NewLog(as, admin.LogOptions{MaxEntries: 2000})
+		opts.SyncLog = admin.NewLog(as, admin.LogOptions{MaxEntries: 500})
 		opts.SyncLog.Start()
 		t.Cleanup(opts.SyncLog.Close)
 	}
@@ -252,6 +253,21 @@ type soakSample struct {
 	pullCount, pushCount   int
 	sizes                  map[string]int64
 	purged, comebacks, rep int64
+	// probe is how long a fixed piece of CPU work took in this interval: the
+	// machine's speed then, which latencies are compared against.
+	probe time.Duration
+}
+
+// cpuProbe times a fixed piece of work (the mean of eight runs, so that time lost to
+// other processes counts).
+func cpuProbe() time.Duration {
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	for i := 0; i < 8; i++ {
+		sha256.Sum256(buf)
+		time.Sleep(time.Millisecond)
+	}
+	return (time.Since(start) - 8*time.Millisecond) / 8
 }
 
 var soakStart = time.Now()
@@ -266,7 +282,7 @@ func (s *soak) sample(measure func(context.Context, map[string]int64) error) soa
 	runtime.ReadMemStats(&ms)
 	sm := soakSample{at: time.Since(soakStart), heap: int64(ms.HeapAlloc), rss: rss(), goroutines: runtime.NumGoroutine(),
 		pullCount: len(pulls), pushCount: len(pushes), sizes: map[string]int64{},
-		purged: s.purged.Load(), comebacks: s.comebacks.Load(), rep: s.replacements.Load()}
+		purged: s.purged.Load(), comebacks: s.comebacks.Load(), rep: s.replacements.Load(), probe: cpuProbe()}
 	sm.pullP50, sm.pullP99 = quantile(pulls, 0.5), quantile(pulls, 0.99)
 	sm.pushP50, sm.pushP99 = quantile(pushes, 0.5), quantile(pushes, 0.99)
 	if err := measure(s.ctx, sm.sizes); err != nil {
@@ -304,16 +320,16 @@ func printSeries(t *testing.T, series []soakSample) {
 		names = sortedKeys(series[0].sizes)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%8s %8s %8s %5s %6s %8s %8s %6s %8s %8s %7s %5s", "t", "heap MB", "rss MB", "gor", "pulls", "p50", "p99", "pushes", "p50", "p99", "purged", "back")
+	fmt.Fprintf(&b, "%8s %8s %8s %5s %6s %8s %8s %6s %8s %8s %7s %5s %8s", "t", "heap MB", "rss MB", "gor", "pulls", "p50", "p99", "pushes", "p50", "p99", "purged", "back", "cpu")
 	for _, n := range names {
 		fmt.Fprintf(&b, " %s KB", n)
 	}
 	b.WriteString("\n")
 	for _, s := range series {
-		fmt.Fprintf(&b, "%8s %8.1f %8.1f %5d %6d %8s %8s %6d %8s %8s %7d %5d",
+		fmt.Fprintf(&b, "%8s %8.1f %8.1f %5d %6d %8s %8s %6d %8s %8s %7d %5d %8s",
 			s.at.Round(100*time.Millisecond), float64(s.heap)/(1<<20), float64(s.rss)/(1<<20), s.goroutines,
 			s.pullCount, s.pullP50.Round(10*time.Microsecond), s.pullP99.Round(10*time.Microsecond),
-			s.pushCount, s.pushP50.Round(10*time.Microsecond), s.pushP99.Round(10*time.Microsecond), s.purged, s.comebacks)
+			s.pushCount, s.pushP50.Round(10*time.Microsecond), s.pushP99.Round(10*time.Microsecond), s.purged, s.comebacks, s.probe.Round(10*time.Microsecond))
 		for _, n := range names {
 			fmt.Fprintf(&b, " %*d", len(n)+3, s.sizes[n]>>10)
 		}
@@ -326,7 +342,10 @@ func printSeries(t *testing.T, series []soakSample) {
 // checkFlat compares the last intervals with the early steady state (intervals 2–4;
 // the first is warm-up), taking the median of three on each side so that one noisy
 // interval on a busy machine decides nothing: memory and file sizes within 2× (plus a
-// little, for figures that start near zero), latency within 3×.
+// little, for figures that start near zero), latency within 3×. Latencies are first
+// scaled by the machine's speed in their interval (the CPU probe against its early
+// median), so that other load on a shared machine is not taken for a slowdown of
+// ours.
 func checkFlat(t *testing.T, series []soakSample) {
 	if len(series) < 7 {
 		return
@@ -351,10 +370,14 @@ func checkFlat(t *testing.T, series []soakSample) {
 		check(n+" size", func(s soakSample) int64 { return s.sizes[n] }, 2, mb, "bytes")
 	}
 	ms := int64(time.Millisecond)
-	check("pull p50", func(s soakSample) int64 { return int64(s.pullP50) }, 3, 10*ms, "ns")
-	check("push p50", func(s soakSample) int64 { return int64(s.pushP50) }, 3, 10*ms, "ns")
-	check("pull p99", func(s soakSample) int64 { return int64(s.pullP99) }, 3, 100*ms, "ns")
-	check("push p99", func(s soakSample) int64 { return int64(s.pushP99) }, 3, 100*ms, "ns")
+	base := med(early, func(s soakSample) int64 { return int64(s.probe) })
+	scaled := func(d func(soakSample) time.Duration) func(soakSample) int64 {
+		return func(s soakSample) int64 { return int64(float64(d(s)) * float64(base) / float64(max(s.probe, 1))) }
+	}
+	check("pull p50 (at the early machine speed)", scaled(func(s soakSample) time.Duration { return s.pullP50 }), 3, 10*ms, "ns")
+	check("push p50 (at the early machine speed)", scaled(func(s soakSample) time.Duration { return s.pushP50 }), 3, 10*ms, "ns")
+	check("pull p99 (at the early machine speed)", scaled(func(s soakSample) time.Duration { return s.pullP99 }), 3, 100*ms, "ns")
+	check("push p99 (at the early machine speed)", scaled(func(s soakSample) time.Duration { return s.pushP99 }), 3, 100*ms, "ns")
 }
 
 // soakDevice is a Go client. A traveler goes offline for longer than the retention
@@ -368,7 +391,10 @@ type soakDevice struct {
 	traveler     bool
 	n            int
 	lastPulledAt atomic.Int64
-	lastStrategy atomic.Value // string: the last pull's experimentalStrategy
+	// back is set when the device comes back; its next pull answered then stores
+	// its experimentalStrategy in backStrategy.
+	back         atomic.Bool
+	backStrategy atomic.Value
 }
 
 func (s *soak) newDevice(path, user, token string, traveler bool) *soakDevice {
@@ -429,7 +455,9 @@ func (r *soakRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 			Strategy  string `json:"experimentalStrategy"`
 		}
 		if err := json.Unmarshal(answer, &pr); err == nil {
-			r.d.lastStrategy.Store(pr.Strategy)
+			if r.d.back.CompareAndSwap(true, false) {
+				r.d.backStrategy.Store(pr.Strategy)
+			}
 			r.d.lastPulledAt.Store(pr.Timestamp)
 		}
 	}
@@ -493,7 +521,8 @@ func (d *soakDevice) travel(stop <-chan struct{}) bool {
 		return false
 	}
 	since := d.lastPulledAt.Load()
-	d.lastStrategy.Store("")
+	d.backStrategy.Store("")
+	d.back.Store(true)
 	for attempt := 0; d.sync() != nil; attempt++ {
 		if attempt == 5 {
 			d.s.problem("%s cannot sync after coming back", d.device)
@@ -501,10 +530,10 @@ func (d *soakDevice) travel(stop <-chan struct{}) bool {
 		}
 	}
 	d.s.comebacks.Add(1)
-	if d.lastStrategy.Load() == melonsync.StrategyReplacement {
+	if d.backStrategy.Load() == melonsync.StrategyReplacement {
 		d.s.replacements.Add(1)
 	} else if since > 0 && since < purged {
-		d.s.problem("%s came back with lastPulledAt %d, tombstones purged through %d: its pull was not a replacement", d.device, since, purged)
+		d.s.problem("%s came back with lastPulledAt %d, tombstones purged through %d: its pull was not a replacement (%q)", d.device, since, purged, d.backStrategy.Load())
 	}
 	return true
 }
