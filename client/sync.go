@@ -367,7 +367,7 @@ func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult
 			return concurrentError()
 		}
 		if turbo {
-			sr, err := streamPullResponse(ctx, res.Body, &insertSink{tx: tx, db: db, ctx: ctx, progress: opts.OnProgress, log: log})
+			sr, err := tx.turboLoad(ctx, res.Body, log, opts.OnProgress)
 			if err != nil {
 				return err
 			}
