@@ -20,7 +20,7 @@ type rowDecoder struct {
 	ctx   context.Context
 	lx    *lexer
 	src   *recordingReader
-	want  func(table string) *tableInfo // nil: skip the table
+	want  func(table string) *tableInfo          // nil: skip the table
 	batch func(ti *tableInfo) (*rowBatch, error) // the batch to fill for ti (flushing another)
 	res   streamResult
 }
