@@ -48,8 +48,11 @@ func (ti *tableInfo) slot(key []byte) (int, bool) {
 
 func (d *rowDecoder) run() (*streamResult, error) {
 	lx := d.lx
-	if err := lx.expect('{', "looking for the beginning of the pull answer"); err != nil {
-		return nil, d.shape(err, "the pull answer must be an object")
+	if ok, err := d.open('{', "the pull answer must be an object"); err != nil || !ok {
+		if err == nil {
+			err = shapef("the pull answer must be an object, found null")
+		}
+		return nil, err
 	}
 	haveChanges := false
 	for first := true; ; first = false {
@@ -103,17 +106,9 @@ func (d *rowDecoder) run() (*streamResult, error) {
 	return &d.res, nil
 }
 
-// shape turns a syntax error at the start of a value into a shape error (the value
-// exists but has the wrong type); other errors pass.
-func (d *rowDecoder) shape(err error, msg string) error {
-	var se *syntaxError
-	if errors.As(err, &se) {
-		return shapef("%s", msg)
-	}
-	return err
-}
-
-// open reads the start of an object or array (delim) or null (ok false).
+// open reads the start of an object or array (delim) or null (ok false). A value of
+// another type is read whole (its syntax errors come first, as with encoding/json),
+// then refused with the shape error what.
 func (d *rowDecoder) open(delim byte, what string) (ok bool, err error) {
 	c, err := d.lx.peek()
 	if err != nil {
@@ -125,6 +120,9 @@ func (d *rowDecoder) open(delim byte, what string) (ok bool, err error) {
 		return true, nil
 	case 'n':
 		return false, d.lx.literal("null")
+	}
+	if err := d.lx.skip(); err != nil {
+		return false, err
 	}
 	return false, shapef("%s", what)
 }
@@ -219,6 +217,9 @@ func (d *rowDecoder) record(ti *tableInfo, kind string) error {
 		return shapef("%s.%s: records must be objects, found null", ti.t.Name, kind)
 	}
 	if c != '{' {
+		if err := lx.skip(); err != nil {
+			return err
+		}
 		return shapef("%s.%s: records must be objects", ti.t.Name, kind)
 	}
 	lx.pos++
