@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/melonsync/melonsync/internal/sqlitedb"
 )
@@ -146,16 +147,31 @@ func (s *applySink) flush() error {
 
 // markSeen records the ids of a batch, failing on an id the answer already had.
 func (s *applySink) markSeen(ti *tableInfo, batch []pending) error {
+	const one = `insert into ` + seenTable + ` ("tbl", "id", "keep") values (?, ?, ?)`
+	args := make([]any, 0, 3*len(batch))
 	for _, p := range batch {
-		res, err := s.tx.exec(`insert or ignore into `+seenTable+` ("tbl", "id", "keep") values (?, ?, ?)`, ti.t.Name, p.id, sqlitedb.Bind(p.kind != pendingDeleted))
-		if err != nil {
-			return fmt.Errorf("client: apply remote changes: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return invalidData("pull", "the pull answer lists record %s#%s more than once", ti.t.Name, p.id)
+		args = append(args, ti.t.Name, p.id, sqlitedb.Bind(p.kind != pendingDeleted))
+	}
+	_, err := s.tx.exec(one+strings.Repeat(", (?, ?, ?)", len(batch)-1), args...)
+	if err != nil && isPrimaryKeyConflict(err) {
+		// The failed statement left nothing: find the first id already seen.
+		for i, p := range batch {
+			if _, err := s.tx.exec(one, args[3*i:3*i+3]...); err != nil {
+				if isPrimaryKeyConflict(err) {
+					return duplicateError(ti, p.id)
+				}
+				return fmt.Errorf("client: apply remote changes: %w", err)
+			}
 		}
 	}
+	if err != nil {
+		return fmt.Errorf("client: apply remote changes: %w", err)
+	}
 	return nil
+}
+
+func duplicateError(ti *tableInfo, id string) error {
+	return invalidData("pull", "the pull answer lists record %s#%s more than once", ti.t.Name, id)
 }
 
 // applyOne applies one remote change as applyPlan does, from st, the local state of
