@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -13,9 +14,10 @@ import (
 
 // Group commit (DESIGN.md): the store's one writer runs the writes that queued up
 // while it was busy in one transaction, each in a savepoint of its own, and commits
-// them with one fsync. A write whose fn fails rolls back to its savepoint only and
-// is answered at once; the others are answered after the COMMIT. Each keeps its own
-// version, handed out in the order the writes run, so versions still commit in order.
+// them with one fsync. A write whose fn fails rolls back to its savepoint only; every
+// write is answered after the COMMIT (a failure may rest on an earlier write of the
+// batch). Each keeps its own version, handed out in the order the writes run, so
+// versions still commit in order.
 
 // Default bounds of one batch (Store.MaxBatch, Store.BatchTime): it takes no further
 // write once it holds maxBatch of them or maxBatchTime after its first write ran. A
@@ -43,8 +45,8 @@ func (r *writeReq) answer(err error) {
 }
 
 // Write runs fn in a savepoint of the writer's current transaction (group commit),
-// and returns once that transaction committed (nil) or fn failed (its error, nothing
-// of fn written). A failed COMMIT runs each of the batch's writes again alone, so that
+// and returns once that transaction committed: nil, or fn's error when it failed
+// (nothing of fn written). A failed COMMIT runs each of the batch's writes again alone, so that
 // the one the database refuses (a deferred foreign key) is told from the others.
 // A full disk (or file) wraps melonsync.ErrStorageFull (space.go).
 // fn's statements are not interrupted when ctx ends: an interrupted statement can roll
@@ -79,36 +81,37 @@ func (s *Store) writeLoop() {
 }
 
 // batch runs first and the writes queued behind it in one transaction and answers
-// them all.
+// them all once it committed: also those whose fn failed, since a failure may rest
+// on an earlier write of the batch (a conflict with it), which no one may hear of
+// before it is durable.
 func (s *Store) batch(first *writeReq) {
-	members, retry, err := s.transaction(first, true)
-	if !retry {
+	members, err := s.transaction(first, true)
+	if err == nil || len(members) == 1 {
 		for _, r := range members {
-			r.answer(err)
+			r.answer(cmp.Or(err, r.err))
 		}
 		return
 	}
 	// The failure may be one write's (the database refused its data at commit) or
 	// the batch's: each runs again on its own, in the order they ran.
 	for _, r := range members {
-		again, _, err := s.transaction(r, false)
+		again, err := s.transaction(r, false)
 		for _, r := range again {
-			r.answer(err)
+			r.answer(cmp.Or(err, r.err))
 		}
 	}
 }
 
 // transaction runs first — and, when more is set, the writes that queue behind it,
 // within the batch's bounds — in one write transaction, each in a savepoint, and
-// commits it. Writes whose fn failed are answered at once; the others are returned,
-// to be answered with the returned error (nil: committed) — unless retry says that
-// the failure may not be theirs (a failed COMMIT of several writes, a transaction
-// that another write's statement ended), and each should run again alone.
-func (s *Store) transaction(first *writeReq, more bool) (members []*writeReq, retry bool, err error) {
+// commits it. It returns the writes it ran, each with the error of its fn in err,
+// and the error of the transaction itself: a failed COMMIT, or a transaction that
+// SQLite rolled back. Writes whose context ended before they ran are answered.
+func (s *Store) transaction(first *writeReq, more bool) ([]*writeReq, error) {
 	tx, err := s.writer.BeginTx(context.Background(), nil)
 	if err != nil {
 		first.answer(fmt.Errorf("sqlite: begin write: %w", err))
-		return nil, false, nil
+		return nil, nil
 	}
 	defer tx.Rollback()
 	var stmts sqlitedb.Stmts // shared by the batch: each statement is prepared once
@@ -120,17 +123,20 @@ func (s *Store) transaction(first *writeReq, more bool) (members []*writeReq, re
 	if window <= 0 {
 		window = maxBatchTime
 	}
+	var members []*writeReq
 	var start time.Time
-	r := first
-	for {
-		ok, err := s.member(tx, &stmts, r)
-		if err != nil {
-			// The transaction itself is gone (SQLite rolled it back): nothing of
-			// the batch is written.
-			return members, len(members) > 0, err
-		}
-		if ok {
+	wrote := false
+	for r := first; ; {
+		if err := r.ctx.Err(); err != nil {
+			r.answer(fmt.Errorf("sqlite: begin write: %w", err))
+		} else {
 			members = append(members, r)
+			if err := s.member(tx, &stmts, r); err != nil {
+				// The transaction itself is gone (SQLite rolled it back):
+				// nothing of the batch is written.
+				return members, err
+			}
+			wrote = wrote || r.err == nil
 		}
 		if start.IsZero() {
 			start = time.Now() // the first write's own time does not count
@@ -145,38 +151,33 @@ func (s *Store) transaction(first *writeReq, more bool) (members []*writeReq, re
 		}
 		break
 	}
-	if len(members) == 0 {
-		return nil, false, nil
-	}
 	stmts.Close()
+	if !wrote {
+		return members, nil // the deferred Rollback ends it
+	}
 	if err := tx.Commit(); err != nil {
 		if isRefusal(err) {
-			err = refusedAtCommit(err)
-		} else {
-			err = fmt.Errorf("sqlite: commit: %w", err)
+			return members, refusedAtCommit(err)
 		}
-		return members, len(members) > 1, err
+		return members, fmt.Errorf("sqlite: commit: %w", err)
 	}
-	return members, false, nil
+	return members, nil
 }
 
 // savepoint is the name of a write's savepoint in the batch's transaction.
 const savepoint = `"__melon_write"`
 
-// member runs r's fn in a savepoint of tx. It reports ok when fn succeeded (r then
-// waits for the commit); when fn failed it rolls back to the savepoint and answers r.
-// An error means that tx is no longer open (SQLite rolled it back on an I/O error
-// or a full disk); r is answered then too.
-func (s *Store) member(tx *sql.Tx, stmts *sqlitedb.Stmts, r *writeReq) (ok bool, gone error) {
-	if err := r.ctx.Err(); err != nil {
-		r.answer(fmt.Errorf("sqlite: begin write: %w", err))
-		return false, nil
+// member runs r's fn in a savepoint of tx and sets r.err to its error; when fn failed
+// it rolls back to the savepoint. An error means that tx is no longer open (SQLite
+// rolled it back on an I/O error or a full disk).
+func (s *Store) member(tx *sql.Tx, stmts *sqlitedb.Stmts, r *writeReq) error {
+	gone := func(err error) error {
+		return fmt.Errorf("sqlite: write: the transaction was rolled back: %w", err)
 	}
+	r.err, r.panicked = nil, nil
 	bg := context.Background()
 	if _, err := tx.ExecContext(bg, `SAVEPOINT `+savepoint); err != nil {
-		err = fmt.Errorf("sqlite: begin write: %w", err)
-		r.answer(err)
-		return false, err
+		return gone(err)
 	}
 	wt := &writeTx{readTx: readTx{ctx: context.WithoutCancel(r.ctx), tx: tx}, store: s, now: s.Now, stmts: stmts}
 	err := run(wt, r)
@@ -187,23 +188,20 @@ func (s *Store) member(tx *sql.Tx, stmts *sqlitedb.Stmts, r *writeReq) (ok bool,
 			err = fmt.Errorf("sqlite: commit: %w", err)
 		}
 	}
+	r.err = err
 	if err == nil {
 		if _, err := tx.ExecContext(bg, `RELEASE `+savepoint); err != nil {
-			err = fmt.Errorf("sqlite: write: the transaction was rolled back: %w", err)
-			r.answer(err)
-			return false, err
+			return gone(err)
 		}
-		return true, nil
+		return nil
 	}
-	_, gone = tx.ExecContext(bg, `ROLLBACK TO `+savepoint)
-	if gone == nil {
-		_, gone = tx.ExecContext(bg, `RELEASE `+savepoint)
+	if _, err := tx.ExecContext(bg, `ROLLBACK TO `+savepoint); err != nil {
+		return gone(err)
 	}
-	r.answer(err)
-	if gone != nil {
-		return false, fmt.Errorf("sqlite: write: the transaction was rolled back: %w", gone)
+	if _, err := tx.ExecContext(bg, `RELEASE `+savepoint); err != nil {
+		return gone(err)
 	}
-	return false, nil
+	return nil
 }
 
 // run calls r's fn, turning a panic into an error here (and a panic again in r's

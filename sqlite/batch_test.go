@@ -116,11 +116,15 @@ func TestGroupCommit(t *testing.T) {
 	}
 	close(release)
 
-	if err := <-first; err != nil {
-		t.Fatalf("first write: %v", err)
-	}
 	if err := <-failing; !errors.Is(err, errRefused) {
 		t.Errorf("failing write: %v, want its own error", err)
+	}
+	// Its failure is told only once the batch it saw committed.
+	if got := pulledIDs(h, "projects"); !strings.Contains(got, "blk") {
+		t.Errorf("when the failing write was answered, projects were %q: the batch had not committed", got)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("first write: %v", err)
 	}
 	if err := <-pushed; err != nil {
 		t.Errorf("push: %v", err)
