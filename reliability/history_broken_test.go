@@ -14,8 +14,8 @@ import (
 )
 
 // The checker must catch a broken server: these stores break one rule each, and the
-// test fails unless the checker (or the convergence check) objects within a few
-// histories.
+// test fails unless the checker itself (the convergence check aside) refuses one of
+// three histories.
 
 // brokenStore wraps a real store and breaks one of its promises.
 type brokenStore struct {
