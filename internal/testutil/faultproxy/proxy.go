@@ -351,8 +351,9 @@ func (c *conn) pipe(d Direction, dst, src *net.TCPConn) {
 					// mid-way delivers its first part.
 					time.Sleep(cutGrace)
 				}
-				if c.cut() {
-					p.cuts.Add(1)
+				p.cuts.Add(1) // before the peers can see the reset
+				if !c.cut() {
+					p.cuts.Add(-1)
 				}
 				return
 			}
