@@ -242,7 +242,10 @@ func (d *streamDecoder) records(t *schema.Table, seen map[string]struct{}) ([]Pu
 	if null, err := d.array(); null || err != nil {
 		return nil, err
 	}
-	var recs []PushedRecord
+	// The records go into chunks, copied once into one slice at the end: half the
+	// allocation of growing one slice as they come.
+	var full [][]PushedRecord
+	chunk, n := make([]PushedRecord, 0, 64), 0
 	for d.more() {
 		rec, err := d.record(t)
 		if err != nil {
@@ -252,7 +255,19 @@ func (d *streamDecoder) records(t *schema.Table, seen map[string]struct{}) ([]Pu
 			return nil, errGiveUp
 		}
 		seen[rec.ID] = struct{}{}
-		recs = append(recs, rec)
+		if len(chunk) == cap(chunk) {
+			full = append(full, chunk)
+			chunk = make([]PushedRecord, 0, min(2*cap(chunk), 4096))
+		}
+		chunk = append(chunk, rec)
+		n++
+	}
+	if len(full) == 0 {
+		return chunk, d.close()
+	}
+	recs := make([]PushedRecord, 0, n)
+	for _, c := range append(full, chunk) {
+		recs = append(recs, c...)
 	}
 	return recs, d.close()
 }
