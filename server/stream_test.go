@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,7 +19,8 @@ import (
 	"github.com/melonsync/melonsync/schema"
 )
 
-var samePush = []cmp.Option{cmp.Comparer(func(a, b *schema.Table) bool { return a == b }), cmpopts.EquateEmpty()}
+var samePush = []cmp.Option{cmp.Comparer(func(a, b *schema.Table) bool { return a == b }), cmpopts.EquateEmpty(),
+	cmp.Comparer(func(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) })} // -0 is not 0
 
 // sameOutcome fails t unless the new decoder's outcome (p, err) is the reference
 // decoder's: the same push, or an error with the same code and message. The
@@ -70,6 +72,7 @@ var pushCases = []string{
 	`{"lastPulledAt":0,"changes":{"tasks":{"created":[{"id":"t","description":["x"],"position":1e308,"is_done":0,"name":"a\u0000b"}]},"comments":{"deleted":["x","y"]}}}`,
 	`{"lastPulledAt":0,"changes":{"tasks":{"created":[{"id":"t","position":-0,"is_done":true,"name":{"a":[1,{"b":null}]},"project_id":"p\ud83d\ude00\n"}]}}}`,
 	`{"lastPulledAt":0,"changes":{"tasks":{"updated":[{"id":"t","position":1e-400,"is_done":2,"description":null,"_changed":""}]}}}`,
+	`{"lastPulledAt":0,"changes":{"tasks":{"updated":[{"id":"t","position":true,"is_done":0.5,"name":7,"project_id":null,"description":false}]}}}`,
 	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a"}],"deleted":["a"]}}}`,
 	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a"}],"updated":[{"id":"a"}]}}}`,
 	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a"}]},"tasks":{"created":[{"id":"a"}]}}}`,
@@ -116,19 +119,35 @@ var pushCases = []string{
 	`{"lastPulledAt":0,"changes":[]}`,
 	`[]`, ``, `null`, `{`, `{"lastPulledAt":0,"changes":{}}]`,
 	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a","x":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}]}}}`,
+	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a","x":` + strings.Repeat("[", 9995) + strings.Repeat("]", 9995) + `}]}}}`,
+	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a","x":` + strings.Repeat("[", 9996) + strings.Repeat("]", 9996) + `}]}}}`,
 	`{"lastPulledAt":0,"changes":{"projects":{"created":[{"id":"a","x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}]}}}`,
 }
 
 func TestStreamDecoderAgrees(t *testing.T) {
-	s := todo(t)
-	for _, in := range append(pushCases, corpus(t)...) {
-		checkPush(t, s, []byte(in))
-		// The same changes given alone, as POST /sync sends them.
-		if i, j := strings.Index(in, `"changes":`), strings.LastIndex(in, "}"); i >= 0 && j > i {
-			checkChanges(t, s, []byte(in[i+len(`"changes":`):j]))
+	for _, s := range []*schema.Schema{todo(t), optionalTodo(t)} {
+		for _, in := range append(pushCases, corpus(t)...) {
+			checkPush(t, s, []byte(in))
+			// The same changes given alone, as POST /sync sends them.
+			if i, j := strings.Index(in, `"changes":`), strings.LastIndex(in, "}"); i >= 0 && j > i {
+				checkChanges(t, s, []byte(in[i+len(`"changes":`):j]))
+			}
+			checkChanges(t, s, []byte(in))
 		}
-		checkChanges(t, s, []byte(in))
 	}
+}
+
+// optionalTodo is the todo schema with every column optional: wrong types become
+// null there, not "", 0 or false.
+func optionalTodo(t testing.TB) *schema.Schema {
+	s, err := schema.Parse([]byte(`{"version":1,"tables":[
+		{"name":"projects","columns":[{"name":"name","type":"string","isOptional":true},{"name":"is_favorite","type":"boolean","isOptional":true},{"name":"position","type":"number","isOptional":true}]},
+		{"name":"tasks","columns":[{"name":"project_id","type":"string","isOptional":true},{"name":"name","type":"string","isOptional":true},{"name":"is_done","type":"boolean","isOptional":true},{"name":"position","type":"number","isOptional":true},{"name":"description","type":"string","isOptional":true}]},
+		{"name":"comments","columns":[{"name":"task_id","type":"string","isOptional":true},{"name":"body","type":"string","isOptional":true}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // The one-pass decoder decodes ordinary pushes itself: the checked decoder is not
@@ -172,13 +191,15 @@ func TestStreamDecoderReadError(t *testing.T) {
 // the same push or the same error, for push bodies and for changes alone. Seeded
 // with the corpora of the other decoding fuzz targets.
 func FuzzStreamDecoder(f *testing.F) {
-	s := todo(f)
+	schemas := []*schema.Schema{todo(f), optionalTodo(f)}
 	for _, in := range append(pushCases, corpus(f)...) {
 		f.Add([]byte(in))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkPush(t, s, in)
-		checkChanges(t, s, in)
+		for _, s := range schemas {
+			checkPush(t, s, in)
+			checkChanges(t, s, in)
+		}
 	})
 }
 
