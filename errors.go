@@ -18,11 +18,18 @@ const (
 	ETooMany          = "too_many_requests"  // 429
 	EInternal         = "internal"           // 500
 	EUnavailable      = "unavailable"        // 503
+	EStorageFull      = "storage_full"       // 507: the server's disk is full; nothing was written
 )
 
 // ErrUnavailable marks errors meaning the store cannot be reached right now (a store
 // wraps its connection errors with it); they answer 503 unavailable, not 500.
 var ErrUnavailable = errors.New("store unavailable")
+
+// ErrStorageFull marks errors meaning the server has no room left to write (SQLite's
+// SQLITE_FULL, PostgreSQL's disk_full, ENOSPC); a store wraps them with it. They answer
+// 507 storage_full: the transaction was rolled back whole, and the same request may
+// succeed once space is freed.
+var ErrStorageFull = errors.New("storage full")
 
 // Error is an error meant to be shown to a caller: a stable code, a human message
 // and optional structured details. Errors that are not *Error are internal.

@@ -15,7 +15,7 @@ type ErrorKind string
 // The kinds of sync failure.
 const (
 	// KindNetwork: the server could not be reached, the connection broke, or it
-	// answered "try again later" (408, 429, 502, 503, 504). Retry later.
+	// answered "try again later" (408, 429, 502, 503, 504, 507). Retry later.
 	KindNetwork ErrorKind = "network"
 	// KindAuth: the server refused the credentials (401, 403). Log in again.
 	KindAuth ErrorKind = "auth"

@@ -75,6 +75,7 @@ type Handler struct {
 
 	closing closer
 	gates   *gates
+	storage storageHealth
 }
 
 // NewHandler returns the HTTP handler of svc: POST /api/sync/pull, POST
@@ -216,6 +217,8 @@ func StatusFor(code string) int {
 		return http.StatusTooManyRequests
 	case melonsync.EUnavailable:
 		return http.StatusServiceUnavailable
+	case melonsync.EStorageFull:
+		return http.StatusInsufficientStorage
 	default:
 		return http.StatusInternalServerError
 	}
@@ -231,14 +234,22 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		code := melonsync.EInternal
 		msg := "internal error"
-		if isUnavailable(err) {
+		var details map[string]any
+		if where := storageFull(err); where != "" {
+			code, msg = melonsync.EStorageFull, fullMessage(where)
+			details = map[string]any{"retryAfter": fullRetry}
+			h.storage.failed(where)
+		} else if isUnavailable(err) {
 			code, msg = melonsync.EUnavailable, "the database is not reachable; try again later"
 		}
 		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err.Error())
-		e = &melonsync.Error{Code: code, Message: msg}
+		e = &melonsync.Error{Code: code, Message: msg, Details: details}
 	}
 	if code := e.Code; code == melonsync.EUnauthorized || code == melonsync.EDeviceRevoked {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="melonsync"`)
+	}
+	if e.Code == melonsync.EStorageFull {
+		w.Header().Set("Retry-After", strconv.Itoa(fullRetry))
 	}
 	if e.Code == melonsync.EUnavailable || e.Code == melonsync.ETooMany {
 		retry := "1"
@@ -287,7 +298,12 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.EUnavailable, "the store does not answer"))
 		return
 	}
-	writeJSON(w, r, 200, map[string]any{"ok": true})
+	if full := h.storage.check(ctx, h.probes()); len(full) > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(fullRetry))
+		writeJSON(w, r, http.StatusServiceUnavailable, map[string]any{"ok": false, "status": "degraded", "storage": "full", "full": full})
+		return
+	}
+	writeJSON(w, r, 200, map[string]any{"ok": true, "status": "ok"})
 }
 
 // caller authenticates r and reads the protocol headers.
@@ -440,6 +456,9 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		return
 	}
 	h.pullDone(r, c, &p)
+	if sp.f != nil {
+		h.storage.ok(fullSpool) // this answer went to a file: the spool has room again
+	}
 	if err := ans.send(w, h.opts.SendStall); err != nil && r.Context().Err() == nil {
 		h.log.Warn("pull: sending the answer failed", "err", err.Error())
 	}
@@ -504,6 +523,9 @@ func (h *Handler) push(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		}
 		h.fail(w, r, err)
 		return
+	}
+	if wrote(p, resp) {
+		h.storage.ok(fullStore) // a write went through: the store has room again
 	}
 	if m := h.opts.Metrics; m != nil {
 		for _, tp := range p.Tables {

@@ -114,7 +114,7 @@ export class MelonSyncError extends Error {
 export class ConflictError extends MelonSyncError {}
 /** 401/403: token missing, expired or refused; device revoked. */
 export class AuthError extends MelonSyncError {}
-/** 429/503: retry after retryAfter seconds. */
+/** 429/503/507: retry after retryAfter seconds. */
 export class UnavailableError extends MelonSyncError {}
 /** No answer: offline, or a CORS refusal. */
 export class NetworkError extends MelonSyncError {}

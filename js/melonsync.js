@@ -41,7 +41,7 @@ export class AuthError extends MelonSyncError {
   }
 }
 
-/** 429 or 503: try again after retryAfter seconds. */
+/** 429, 503 or 507 (the server's storage is full): try again after retryAfter seconds. */
 export class UnavailableError extends MelonSyncError {
   constructor(message, info) {
     super(message, info)
@@ -126,7 +126,7 @@ async function errorOf(res, what) {
   const msg = `melonsync ${what}: ${res.status}${e.code ? ` ${e.code}` : ''}${e.message ? `: ${e.message}` : ''}${details}`
   if (res.status === 409) return new ConflictError(msg, info)
   if (res.status === 401 || res.status === 403) return new AuthError(msg, info)
-  if (res.status === 429 || res.status === 503) return new UnavailableError(msg, info)
+  if (res.status === 429 || res.status === 503 || res.status === 507) return new UnavailableError(msg, info)
   return new MelonSyncError(msg, info)
 }
 

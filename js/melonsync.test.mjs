@@ -43,12 +43,13 @@ test('large pushes are gzipped', async () => {
 
 test('non-2xx answers throw typed errors', async () => {
   const err = (status, code, headers) => ({ status, headers: { 'Content-Type': 'application/json', ...headers }, body: { error: { code, message: 'm', details: { conflicts: { t: ['a'] } } } } })
-  const f = fakeFetch([err(409, 'conflict'), err(401, 'unauthorized'), err(503, 'unavailable', { 'Retry-After': '3' }), err(400, 'invalid_request'), new TypeError('Failed to fetch')])
+  const f = fakeFetch([err(409, 'conflict'), err(401, 'unauthorized'), err(503, 'unavailable', { 'Retry-After': '3' }), err(507, 'storage_full', { 'Retry-After': '30' }), err(400, 'invalid_request'), new TypeError('Failed to fetch')])
   const s = createSync({ url: 'http://s.test', token: 'T', fetch: f })
   const push = () => s.pushChanges({ changes: {}, lastPulledAt: 1 })
   await assert.rejects(push, (e) => e instanceof ConflictError && e.status === 409 && e.code === 'conflict' && /"conflicts"/.test(e.message))
   await assert.rejects(push, (e) => e instanceof AuthError && e.status === 401)
   await assert.rejects(push, (e) => e instanceof UnavailableError && e.retryAfter === 3)
+  await assert.rejects(push, (e) => e instanceof UnavailableError && e.status === 507 && e.code === 'storage_full' && e.retryAfter === 30)
   await assert.rejects(push, (e) => e.name === 'MelonSyncError' && e.status === 400)
   await assert.rejects(push, (e) => e instanceof NetworkError && e.status === 0)
 })

@@ -21,10 +21,21 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if isDiskFull(err) {
+		return fmt.Errorf("postgres: %s: %w: %w", op, melonsync.ErrStorageFull, err)
+	}
 	if isUnavailable(err) {
 		return fmt.Errorf("postgres: %s: %w: %w", op, melonsync.ErrUnavailable, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+// isDiskFull tells PostgreSQL's disk_full (SQLSTATE 53100: a table, index or
+// temporary file could not grow). The statement failed and the transaction is
+// rolled back whole; it answers 507 storage_full, not 503.
+func isDiskFull(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "53100"
 }
 
 // isUnavailable reports errors that are about the connection or the server's state,
@@ -39,7 +50,7 @@ func isUnavailable(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (too many connections, out of memory, disk full)
+			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources (too many connections, out of memory; disk full is ErrStorageFull)
 			strings.HasPrefix(pgErr.Code, "57P"), // admin/crash shutdown, cannot connect now
 			pgErr.Code == "57014",                // statement timeout (or cancel)
 			pgErr.Code == "40001",                // serialization failure

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
@@ -45,6 +46,12 @@ const DefaultStatementTimeout = 60 * time.Second
 // client on a large first sync keeps that statement running.
 const DefaultReadTimeout = 15 * time.Minute
 
+// DefaultAcquireTimeout bounds how long a transaction waits for a connection that
+// answers (from the pool or a new one) and for its BEGIN, unless WithAcquireTimeout
+// is given. Past it the request gets 503: the database, or the network to it, is
+// down or overloaded, and a client is better told so than left waiting.
+const DefaultAcquireTimeout = 10 * time.Second
+
 // Store is the server store on one PostgreSQL schema.
 type Store struct {
 	pool        *pgxpool.Pool // pushes, purges, pings and our own tables
@@ -52,6 +59,9 @@ type Store struct {
 	connCfg     *pgx.ConnConfig
 	schema      string // the PostgreSQL schema holding the tables
 	readTimeout time.Duration
+	acquire     time.Duration                 // bound on acquiring a connection and BEGIN
+	writeLimit  time.Duration                 // bound on a whole write transaction (0: none)
+	readLimit   time.Duration                 // bound on a whole pull (0: none)
 	instance    string                        // random id of this store: names its clock lock and settings
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 	changes     server.SchemaChanges
@@ -72,6 +82,7 @@ type config struct {
 	readConns        int32
 	statementTimeout time.Duration
 	readTimeout      time.Duration
+	acquireTimeout   time.Duration
 }
 
 // Option configures Open.
@@ -103,12 +114,19 @@ func WithStatementTimeout(d time.Duration) Option {
 // 0 turns it off).
 func WithReadTimeout(d time.Duration) Option { return func(c *config) { c.readTimeout = d } }
 
+// WithAcquireTimeout sets how long a transaction may wait for a connection that
+// answers and for its BEGIN (default DefaultAcquireTimeout). A write transaction as
+// a whole is bounded by this plus the statement timeout, so that a database (or a
+// network) that stops answering gets the client a 503 in bounded time rather than a
+// hang: PostgreSQL's own statement timeout cannot fire when nothing reaches it.
+func WithAcquireTimeout(d time.Duration) Option { return func(c *config) { c.acquireTimeout = d } }
+
 // Open connects to the database at dsn (a postgres:// or postgresql:// URL, or a
 // key=value string), creates or upgrades melonsync's own tables and returns the store.
 // Call Prepare with the app schema before serving. Connection failures wrap
 // melonsync.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	cfg := config{statementTimeout: -1, readTimeout: DefaultReadTimeout}
+	cfg := config{statementTimeout: -1, readTimeout: DefaultReadTimeout, acquireTimeout: DefaultAcquireTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -148,12 +166,33 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		return nil, wrap("connect", err)
 	}
 	base, stop := context.WithCancel(context.Background())
-	s := &Store{pool: pool, readPool: readPool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout}
+	s := &Store{pool: pool, readPool: readPool, connCfg: pcfg.ConnConfig, base: base, stop: stop, readTimeout: cfg.readTimeout,
+		acquire: cfg.acquireTimeout}
+	if st := parseTimeout(rp["statement_timeout"]); st > 0 && s.acquire > 0 {
+		s.writeLimit = s.acquire + st
+	}
+	if s.readTimeout > 0 && s.acquire > 0 {
+		s.readLimit = s.acquire + s.readTimeout
+	}
 	if err := s.migrate(ctx, cfg.schema); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// parseTimeout reads a statement_timeout setting: milliseconds, or a number with one
+// of PostgreSQL's units. It returns 0 for "off" and for what it cannot read.
+func parseTimeout(v string) time.Duration {
+	v = strings.TrimSpace(v)
+	num := strings.TrimRightFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil {
+		return 0
+	}
+	unit := map[string]time.Duration{"": time.Millisecond, "us": time.Microsecond, "ms": time.Millisecond,
+		"s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[strings.TrimSpace(v[len(num):])]
+	return time.Duration(n) * unit
 }
 
 // firstSchema returns the first plain schema name of a search_path value ("" for
@@ -309,6 +348,25 @@ func (s *Store) Secret(ctx context.Context) ([]byte, error) {
 // Read runs fn in one REPEATABLE READ READ ONLY transaction: one snapshot of every
 // table, fixed by its first statement, which reads the clock.
 func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
+	if s.readLimit <= 0 {
+		return s.read(ctx, fn)
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.readLimit)
+	defer cancel()
+	return s.noAnswer("read", s.readLimit, ctx, rctx, s.read(rctx, fn))
+}
+
+// noAnswer turns err, returned by work bounded by the limit of inner, into an
+// unavailable error when that limit (not ctx) ended it: the statement timeout did
+// not fire, so nothing reached the database or its answers did not come back.
+func (s *Store) noAnswer(op string, limit time.Duration, ctx, inner context.Context, err error) error {
+	if err != nil && inner.Err() != nil && ctx.Err() == nil && !errors.Is(err, melonsync.ErrUnavailable) {
+		return fmt.Errorf("postgres: %s: %w: no answer from the database within %v: %w", op, melonsync.ErrUnavailable, limit, err)
+	}
+	return err
+}
+
+func (s *Store) read(ctx context.Context, fn func(server.ReadTx) error) error {
 	tx, err := s.begin(ctx, s.readPool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return err
@@ -376,6 +434,17 @@ func isRetryableAbort(err error) bool {
 }
 
 func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, locate bool) error {
+	if s.writeLimit <= 0 {
+		return s.writeTx(ctx, fn, locate)
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.writeLimit)
+	defer cancel()
+	// Whether a commit in flight when the limit ends it took effect is unknown; the
+	// client's retry from the same device is safe either way.
+	return s.noAnswer("write", s.writeLimit, ctx, wctx, s.writeTx(wctx, fn, locate))
+}
+
+func (s *Store) writeTx(ctx context.Context, fn func(server.WriteTx) error, locate bool) error {
 	tx, err := s.begin(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return err
@@ -408,17 +477,27 @@ func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, lo
 
 // begin starts a transaction, retrying on another connection when the one taken from
 // the pool turns out to be dead (nothing has been done yet, so this is always safe).
+// Acquiring a connection and BEGIN take at most the acquire timeout in all.
 func (s *Store) begin(ctx context.Context, pool *pgxpool.Pool, opts pgx.TxOptions) (pgx.Tx, error) {
+	bctx := ctx
+	if s.acquire > 0 {
+		var cancel context.CancelFunc
+		bctx, cancel = context.WithTimeout(ctx, s.acquire)
+		defer cancel()
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var tx pgx.Tx
-		tx, err = pool.BeginTx(ctx, opts)
+		tx, err = pool.BeginTx(bctx, opts)
 		if err == nil {
 			return tx, nil
 		}
-		if ctx.Err() != nil || !isUnavailable(err) {
+		if bctx.Err() != nil || !isUnavailable(err) {
 			break
 		}
+	}
+	if bctx.Err() != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("postgres: begin: %w: no connection to the database within %v: %w", melonsync.ErrUnavailable, s.acquire, err)
 	}
 	return nil, wrap("begin", err)
 }

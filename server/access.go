@@ -232,17 +232,9 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 			return err
 		}
 		isCreated := func(r *Row) bool { return createdRule(c, r, since, migTable) }
-		enc.openCreated()
-		if !c.CreatedAsUpdated {
-			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return pv.readable(r.ID, r.Group) && isCreated(r) }); err != nil {
-				return err
-			}
-		}
-		enc.openUpdated()
-		if c.CreatedAsUpdated || !(since == 0 || migTable) {
-			if err := scanRecords(tx, t, cols, f, enc, func(r *Row) bool { return pv.readable(r.ID, r.Group) && (c.CreatedAsUpdated || !isCreated(r)) }); err != nil {
-				return err
-			}
+		readable := func(r *Row) bool { return pv.readable(r.ID, r.Group) }
+		if err := writeLive(tx, t, cols, enc, livePass(c, f, isCreated, readable)); err != nil {
+			return err
 		}
 		enc.openDeleted()
 		enc.raw(`]}`)
@@ -313,26 +305,18 @@ func (s *Service) pullGroupTable(tx ReadTx, c Caller, t *schema.Table, cols []sc
 		}
 		return sendCreated
 	}
-	changed := Filter{Groups: now, After: since, CreatedThrough: win.through}
-	granted := Filter{Groups: joined, CreatedThrough: win.through}
-	write := func(want pullVerdict) error {
-		if err := scanRecords(tx, t, cols, changed, enc, func(r *Row) bool { return verdicts[r.ID] == want }); err != nil {
-			return err
-		}
-		if len(joined) == 0 {
-			return nil
-		}
-		return scanRecords(tx, t, cols, granted, enc, func(r *Row) bool {
-			_, judged := verdicts[r.ID]
-			return !judged && pv.readable(r.ID, r.Group) && grant(r) == want
-		})
+	passes := []pass{{f: Filter{Groups: now, After: since, CreatedThrough: win.through},
+		verdict: func(r *Row) pullVerdict { return verdicts[r.ID] }}}
+	if len(joined) > 0 {
+		passes = append(passes, pass{f: Filter{Groups: joined, CreatedThrough: win.through},
+			verdict: func(r *Row) pullVerdict {
+				if _, judged := verdicts[r.ID]; judged || !pv.readable(r.ID, r.Group) {
+					return skip
+				}
+				return grant(r)
+			}})
 	}
-	enc.openCreated()
-	if err := write(sendCreated); err != nil {
-		return err
-	}
-	enc.openUpdated()
-	if err := write(sendUpdated); err != nil {
+	if err := writeLive(tx, t, cols, enc, passes...); err != nil {
 		return err
 	}
 	if len(migCols) > 0 {

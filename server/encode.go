@@ -85,7 +85,14 @@ func (e *encoder) flush() error {
 // column's default (rows written before a column existed hold NULL).
 func (e *encoder) record(r *Row, cols []schema.Column) {
 	e.counts[e.kind]++
-	b := append(e.buf[:0], `{"id":`...)
+	b := appendRecord(e.buf[:0], r, cols)
+	e.bytes(b)
+	e.buf = b[:0]
+}
+
+// appendRecord appends r as the JSON record that encoder.record writes.
+func appendRecord(b []byte, r *Row, cols []schema.Column) []byte {
+	b = append(b, `{"id":`...)
 	b = AppendString(b, r.ID)
 	for i := range cols {
 		c := &cols[i]
@@ -98,9 +105,7 @@ func (e *encoder) record(r *Row, cols []schema.Column) {
 		}
 		b = AppendValue(b, v)
 	}
-	b = append(b, '}')
-	e.bytes(b)
-	e.buf = b[:0]
+	return append(b, '}')
 }
 
 // AppendValue appends v (string, float64, bool or nil) as JSON.

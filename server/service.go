@@ -240,17 +240,8 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 		live.After = since
 	}
 	live.CreatedThrough = win.through
-	enc.openCreated()
-	if !c.CreatedAsUpdated {
-		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return isCreated(r) }); err != nil {
-			return err
-		}
-	}
-	enc.openUpdated()
-	if c.CreatedAsUpdated || !(since == 0 || migTable) {
-		if err := scanRecords(tx, t, cols, live, enc, func(r *Row) bool { return c.CreatedAsUpdated || !isCreated(r) }); err != nil {
-			return err
-		}
+	if err := writeLive(tx, t, cols, enc, livePass(c, live, isCreated, nil)); err != nil {
+		return err
 	}
 	if len(migCols) > 0 && !whole {
 		// Records the client already had, whose new columns hold something.
@@ -273,6 +264,22 @@ func (s *Service) pullTable(tx ReadTx, c Caller, t *schema.Table, cols []schema.
 	}
 	enc.raw(`]}`)
 	return nil
+}
+
+// livePass is the pass that sorts the live rows f selects, of those keep accepts
+// (nil: all), into created and updated by isCreated (CreatedAsUpdated: all updated).
+func livePass(c Caller, f Filter, isCreated, keep func(*Row) bool) pass {
+	return pass{f: f, updatedOnly: c.CreatedAsUpdated, verdict: func(r *Row) pullVerdict {
+		switch {
+		case keep != nil && !keep(r):
+			return skip
+		case c.CreatedAsUpdated:
+			return sendUpdated
+		case isCreated(r):
+			return sendCreated
+		}
+		return sendUpdated
+	}}
 }
 
 // createdRule applies SPEC §3 pull rule 4 to a live row changed after since: first

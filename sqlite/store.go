@@ -144,13 +144,17 @@ func (s *Store) Secret(ctx context.Context) ([]byte, error) {
 		err = s.writer.QueryRowContext(ctx, `SELECT "value" FROM "__melon_meta" WHERE "key" = 'jwt_secret'`).Scan(&v)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: secret: %w", err)
+		return nil, classify(fmt.Errorf("sqlite: secret: %w", err))
 	}
 	return hex.DecodeString(v)
 }
 
 // Read runs fn in one read transaction (one WAL snapshot).
 func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
+	return classify(s.read(ctx, fn))
+}
+
+func (s *Store) read(ctx context.Context, fn func(server.ReadTx) error) error {
 	tx, err := s.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("sqlite: begin read: %w", err)
@@ -165,8 +169,13 @@ func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 	return fn(rt)
 }
 
-// Write runs fn in one IMMEDIATE transaction on the writer connection.
+// Write runs fn in one IMMEDIATE transaction on the writer connection. A full disk
+// (or file) rolls it back whole and wraps melonsync.ErrStorageFull.
 func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error {
+	return classify(s.write(ctx, fn))
+}
+
+func (s *Store) write(ctx context.Context, fn func(server.WriteTx) error) error {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin write: %w", err)
@@ -195,6 +204,11 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 
 // PurgeTombstones deletes tombstones with a version ≤ before.
 func (s *Store) PurgeTombstones(ctx context.Context, before int64) (int64, error) {
+	n, err := s.purge(ctx, before)
+	return n, classify(err)
+}
+
+func (s *Store) purge(ctx context.Context, before int64) (int64, error) {
 	s.mu.RLock()
 	sch := s.schema
 	s.mu.RUnlock()

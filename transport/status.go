@@ -19,7 +19,7 @@ func KindForStatus(status int) client.ErrorKind {
 		return client.KindAuth
 	case status == 409:
 		return client.KindConflict
-	case status == 408 || status == 429 || status == 502 || status == 503 || status == 504:
+	case status == 408 || status == 429 || status == 502 || status == 503 || status == 504 || status == 507:
 		return client.KindNetwork
 	case status == 400 || status == 413 || status == 422:
 		return client.KindInvalidData

@@ -23,33 +23,8 @@ func startServeWith(t *testing.T, schemaPath string) (url, db string) {
 	t.Helper()
 	t.Setenv("MELONSYNC_JWT_SECRET", "")
 	db = filepath.Join(t.TempDir(), "server.db")
-	var stderr bytes.Buffer
-	m := NewServeMain(&bytes.Buffer{}, &stderr)
-	if err := m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--db", db, "--schema", schemaPath}); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	m.Ready = ready
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("serve did not stop")
-		}
-	})
-	select {
-	case addr := <-ready:
-		return "http://" + addr, db
-	case err := <-done:
-		t.Fatalf("serve stopped: %v\n%s", err, stderr.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	return "", ""
+	s := runServe(t, "--addr", "127.0.0.1:0", "--db", db, "--schema", schemaPath)
+	return "http://" + s.addr, db
 }
 
 // cli runs "melonsync ARGS…" in-process and returns stdout and the error.

@@ -28,30 +28,15 @@ func TestServeIdentityProvider(t *testing.T) {
 	file := filepath.Join(dir, "jwks.json")
 	os.WriteFile(file, []byte(jwks), 0o600)
 
-	var stderr bytes.Buffer
-	m := NewServeMain(&bytes.Buffer{}, &stderr)
 	const app = "http://localhost:5173"
-	if err := m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(dir, "m.db"), "--schema", "../../examples/todo/schema.json",
-		"--jwks-file", file, "--jwt-user-claim", "uid", "--cors-origins", app}); err != nil {
-		t.Fatal(err)
-	}
-	if m.JWTIssuer != "https://idp.test/" {
+	if m := NewServeMain(&bytes.Buffer{}, &bytes.Buffer{}); m.ParseFlags([]string{"--schema", "x.json", "--jwks-file", file}) != nil {
+		t.Error("flags refused")
+	} else if m.JWTIssuer != "https://idp.test/" {
 		t.Errorf("issuer from the environment: %q", m.JWTIssuer)
 	}
-	ready := make(chan string, 1)
-	m.Ready = ready
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v\n%s", err, stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not start")
-	}
+	srv := runServe(t, "--addr", "127.0.0.1:0", "--db", filepath.Join(dir, "m.db"), "--schema", "../../examples/todo/schema.json",
+		"--jwks-file", file, "--jwt-user-claim", "uid", "--cors-origins", app)
+	addr := srv.addr
 	sign := func(iss string) string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"iss": iss, "uid": "u1", "exp": time.Now().Add(time.Hour).Unix()})
 		tok.Header["kid"] = "k1"
@@ -77,8 +62,9 @@ func TestServeIdentityProvider(t *testing.T) {
 	if resp, body := pull(sign("https://elsewhere.test/")); resp.StatusCode != 401 || !strings.Contains(body, "issuer") || resp.Header.Get("Access-Control-Allow-Origin") != app {
 		t.Errorf("wrong issuer: %d %s", resp.StatusCode, body)
 	}
-	cancel()
-	<-done
+	if err := srv.stop(); err != nil {
+		t.Errorf("serve returned %v", err)
+	}
 
 	for _, args := range [][]string{
 		{"--schema", "x.json", "--jwks-url", "https://a.test/jwks.json", "--jwks-file", file},
@@ -91,7 +77,7 @@ func TestServeIdentityProvider(t *testing.T) {
 		}
 	}
 	// A key set that cannot be loaded stops the start.
-	m = NewServeMain(&bytes.Buffer{}, &bytes.Buffer{})
+	m := NewServeMain(&bytes.Buffer{}, &bytes.Buffer{})
 	m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--db", filepath.Join(dir, "m2.db"), "--schema", "../../examples/todo/schema.json", "--jwks-file", file + ".gone"})
 	if err := m.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "jwks-file") {
 		t.Errorf("missing key set file: %v", err)

@@ -20,24 +20,8 @@ func TestServeEndToEnd(t *testing.T) {
 	t.Setenv("MELONSYNC_JWT_SECRET", "")
 	dir := t.TempDir()
 	db := filepath.Join(dir, "melonsync.db")
-	var stderr bytes.Buffer
-	m := NewServeMain(&bytes.Buffer{}, &stderr)
-	if err := m.ParseFlags([]string{"--addr", "127.0.0.1:0", "--db", db, "--schema", "../../examples/todo/schema.json"}); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	m.Ready = ready
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve stopped: %v\n%s", err, stderr.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not start")
-	}
+	srv := runServe(t, "--addr", "127.0.0.1:0", "--db", db, "--schema", "../../examples/todo/schema.json")
+	addr := srv.addr
 	var tok bytes.Buffer
 	if err := run(context.Background(), []string{"token", "--user", "alice", "--db", db, "--ttl", "1h"}, &tok, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
@@ -78,20 +62,14 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	defer events.Body.Close()
 	stopped := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if d := time.Since(stopped); d > 5*time.Second {
-			t.Errorf("shutdown took %s with an event stream open", d)
-		}
-		if err != nil {
-			t.Fatalf("serve returned %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := srv.stop(); err != nil {
+		t.Fatalf("serve returned %v", err)
 	}
-	if !strings.Contains(stderr.String(), "msg=listening") || !strings.Contains(stderr.String(), "shutting down") {
-		t.Errorf("logs: %s", stderr.String())
+	if d := time.Since(stopped); d > 5*time.Second {
+		t.Errorf("shutdown took %s with an event stream open", d)
+	}
+	if logs := srv.stderr.String(); !strings.Contains(logs, "msg=listening") || !strings.Contains(logs, "shutting down") {
+		t.Errorf("logs: %s", logs)
 	}
 	// A token for a database that does not exist is refused (it would be signed
 	// with a secret no server uses), and no file is created.
