@@ -3,6 +3,7 @@ package http
 import (
 	"compress/gzip"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -169,8 +170,8 @@ type spoolError struct{ err error }
 func (e spoolError) Error() string { return "spooling the body: " + e.err.Error() }
 func (e spoolError) Unwrap() error { return e.err }
 
-// answer is a 503: the server has no room for the body right now.
+// answer is the error to answer with: the server's own failure (a full disk answers
+// 507 storage_full, see storage.go), never the client's.
 func (e spoolError) answer() error {
-	return &melonsync.Error{Code: melonsync.EUnavailable, Message: "the server cannot hold the body right now: " + e.err.Error(),
-		Details: map[string]any{"retryAfter": 5}}
+	return fmt.Errorf("spooling the push body: %w", e.err)
 }
