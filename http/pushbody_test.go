@@ -3,10 +3,12 @@ package http_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/melonsync/melonsync/internal/testutil"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
@@ -101,4 +103,27 @@ func TestStreamedPushBodies(t *testing.T) {
 func jsonString(s string) string {
 	q := fmt.Sprintf("%q", s)
 	return q[1 : len(q)-1]
+}
+
+// TestFullPushSpoolAnswers507: a large push whose copy cannot be spooled (the disk is
+// full) is the server's failure: 507 storage_full, nothing written; once space is
+// back the same push applies.
+func TestFullPushSpoolAnswers507(t *testing.T) {
+	dir := testutil.SmallDisk(t, 1<<20)
+	h := storetest.NewHarness(t, testutil.SQLiteStore(t, t.TempDir()))
+	srv := testutil.NewServer(t, h.Svc, mhttp.Options{SpoolDir: dir, SpoolMemory: 1})
+	alice := srv.Token(t, "alice")
+	body := string(bigPush(2000, `}}}`))
+	free := testutil.FillDisk(t, dir)
+	a := call(t, "POST", srv.URL+"/api/sync/push", alice, body)
+	if a.status != http.StatusInsufficientStorage || errCode(a) != "storage_full" {
+		t.Fatalf("push with a full spool: %d %v; want 507 storage_full", a.status, a.body)
+	}
+	if c, _, _ := h.Pull(server.Caller{User: "alice"}, server.PullParams{}).Changes.Count(); c != 0 {
+		t.Fatalf("%d records written by a refused push", c)
+	}
+	free()
+	if a := call(t, "POST", srv.URL+"/api/sync/push", alice, body); a.status != 200 {
+		t.Fatalf("push once space is back: %d %v", a.status, a.body)
+	}
 }
