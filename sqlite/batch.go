@@ -81,14 +81,14 @@ func (s *Store) writeLoop() {
 }
 
 // batch runs first and the writes queued behind it in one transaction and answers
-// them all once it committed: also those whose fn failed, since a failure may rest
+// them all (a write's own error first, else the transaction's) once it committed: also those whose fn failed, since a failure may rest
 // on an earlier write of the batch (a conflict with it), which no one may hear of
 // before it is durable.
 func (s *Store) batch(first *writeReq) {
 	members, err := s.transaction(first, true)
 	if err == nil || len(members) == 1 {
 		for _, r := range members {
-			r.answer(cmp.Or(err, r.err))
+			r.answer(cmp.Or(r.err, err))
 		}
 		return
 	}
@@ -97,7 +97,7 @@ func (s *Store) batch(first *writeReq) {
 	for _, r := range members {
 		again, err := s.transaction(r, false)
 		for _, r := range again {
-			r.answer(cmp.Or(err, r.err))
+			r.answer(cmp.Or(r.err, err))
 		}
 	}
 }
