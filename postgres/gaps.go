@@ -11,11 +11,21 @@ func (r *readTx) InGap(v int64) (bool, error) {
 	return in, nil
 }
 
-// MarkGap records the gap between after and this transaction's version, and drops
-// the gaps the purge horizon has passed. (A version another process committed
-// between the clock read as after and this one's lies in the gap too: a device
-// holding it gets one needless replacement, never a wrong incremental answer.)
+// MarkGap records the gap between the clock and this transaction's version, and
+// drops the gaps the purge horizon has passed. Called before Version, it takes the
+// clock lock first and reads the clock under it, so that the gap holds no version
+// another process committed meanwhile (after, read earlier, can only be lower).
 func (w *writeTx) MarkGap(after int64) error {
+	if w.version == 0 {
+		if _, err := w.tx.Exec(w.ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:clock:' || $1, 0))`, w.s.instance); err != nil {
+			return wrap("mark gap", err)
+		}
+		var clock int64
+		if err := w.tx.QueryRow(w.ctx, `SELECT max(version) FROM __melon_commits`).Scan(&clock); err != nil {
+			return wrap("mark gap", err)
+		}
+		after = max(after, clock)
+	}
 	v, err := w.Version()
 	if err != nil {
 		return err

@@ -47,9 +47,11 @@ func (h *history) saw(v int64) {
 }
 
 // needsGap reports whether a write that found the store's clock at clock must record
-// the gap up to its version: the first of this process, or the store went back.
-func (h *history) needsGap(clock int64) bool {
-	return !h.resumed.Load() || clock < h.highest.Load()
+// the gap up to its version: the first of this process, or the store went back
+// (seen: highest as loaded before the clock was read, so that a concurrent write of
+// this process cannot look like the store going back).
+func (h *history) needsGap(clock, seen int64) bool {
+	return !h.resumed.Load() || clock < seen
 }
 
 // Resume records that this process starts on the store: the versions between the
@@ -65,10 +67,11 @@ func (s *Service) Resume(ctx context.Context) (int64, error) {
 		if err != nil {
 			return err
 		}
-		if v, err = tx.Version(); err != nil {
+		if err := tx.MarkGap(clock); err != nil {
 			return err
 		}
-		return tx.MarkGap(clock)
+		v, err = tx.Version()
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("resume: %w", err)
@@ -79,10 +82,10 @@ func (s *Service) Resume(ctx context.Context) (int64, error) {
 }
 
 // markGap is the part of a push's transaction that records the gap below its
-// version when needsGap says so (clock: the clock the transaction read first). It
-// reports whether it recorded one.
-func (s *Service) markGap(tx WriteTx, clock int64) (bool, error) {
-	if !s.history.needsGap(clock) {
+// version when needsGap says so (clock: the clock the transaction read first; seen:
+// the highest clock this process had seen before), before the version is taken. It reports whether it recorded one.
+func (s *Service) markGap(tx WriteTx, clock, seen int64) (bool, error) {
+	if !s.history.needsGap(clock, seen) {
 		return false, nil
 	}
 	return true, tx.MarkGap(clock)

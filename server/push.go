@@ -52,6 +52,7 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 	err := s.store.Write(ctx, func(tx WriteTx) error {
 		// A store may run this again after an aborted attempt: start afresh.
 		resp.RejectedIDs, resp.ResolvedIDs, resp.Timestamp, wrote, gapped, plan = nil, nil, 0, false, false, nil
+		seen := s.history.highest.Load() // before the clock is read (history.go)
 		if err := checkClock(tx, p); err != nil {
 			return err
 		}
@@ -89,11 +90,11 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		if err != nil {
 			return err
 		}
-		v, err := tx.Version()
-		if err != nil {
+		if gapped, err = s.markGap(tx, clock, seen); err != nil {
 			return err
 		}
-		if gapped, err = s.markGap(tx, clock); err != nil {
+		v, err := tx.Version()
+		if err != nil {
 			return err
 		}
 		resp.Timestamp = v

@@ -95,8 +95,10 @@ type WriteTx interface {
 	Version() (int64, error)
 	// MarkGap records, with this transaction, that no version between after and this
 	// transaction's version (both excluded) belongs to the store's history: after is
-	// the clock the transaction read before its version (history.go). Gaps wholly
-	// below the purge horizon may be dropped.
+	// the clock the transaction read (history.go). Call it before Version: it
+	// allocates the version, and a store whose writers run concurrently reads the
+	// clock again under its clock lock (a later clock than after, never a lower
+	// one). Gaps wholly below the purge horizon may be dropped.
 	MarkGap(after int64) error
 	// Apply performs ops on t with this transaction's version.
 	Apply(t *schema.Table, ops []Op) error
