@@ -29,6 +29,11 @@ type tableInfo struct {
 	selectSQL  string // select <selectCols> from "t"
 	insertSQL  string
 	updateSQL  string // sets _status, _changed and every column, where "id" is ?
+	// slots maps a key of a remote record to its place in a row of insert arguments:
+	// 0 for "id", 3+i for column i, -1 for "_status" and "_changed".
+	slots map[string]int
+	// bulkInsertSQL inserts rowsPerInsert rows (the streamed first sync).
+	bulkInsertSQL string
 }
 
 func newTableInfo(t *schema.Table) *tableInfo {
@@ -42,13 +47,20 @@ func newTableInfo(t *schema.Table) *tableInfo {
 		set.WriteString(`, "` + c.Name + `" = ?`)
 	}
 	q := `"` + t.Name + `"`
-	return &tableInfo{
+	slots := map[string]int{"id": 0, "_status": -1, "_changed": -1}
+	for i, c := range t.Columns {
+		slots[c.Name] = 3 + i
+	}
+	ti := &tableInfo{
+		slots:      slots,
 		t:          t,
 		selectCols: cols.String(),
 		selectSQL:  "select " + cols.String() + " from " + q,
 		insertSQL:  "insert into " + q + " (" + cols.String() + ") values (" + ph.String() + ")",
 		updateSQL:  "update " + q + " set " + set.String() + ` where "id" is ?`,
 	}
+	ti.bulkInsertSQL = ti.multiInsertSQL(ti.rowsPerInsert())
+	return ti
 }
 
 // scanBuf returns value slots and pointers to them for scanning one row.

@@ -55,6 +55,10 @@ type PullArgs struct {
 	Turbo bool
 	// PageSize is SyncOptions.PageSize: a paged pull of about that many records.
 	PageSize int
+	// Stream says the caller takes the raw answer in PullResult.Body for any pull
+	// (Synchronize always does: it applies the answer while decoding it, so memory
+	// does not grow with the answer). A PullFunc may still return decoded Changes.
+	Stream bool
 }
 
 // Request returns the wire form of the pull.
@@ -74,8 +78,9 @@ type PullResult struct {
 	// Extra holds the other top-level keys of the answer, for OnDidPullChanges.
 	Extra map[string]json.RawMessage
 	// Body is the raw JSON answer ({"changes": ..., "timestamp": ...}). Synchronize
-	// reads and closes it: streamed straight into the database in turbo mode, decoded
-	// into Changes otherwise. WatermelonDB's syncJson.
+	// reads and closes it, applying it as it is decoded: inserted straight into the
+	// empty database in turbo mode, with ApplyRemoteChanges' rules otherwise (in
+	// batches; see apply_stream.go). WatermelonDB's syncJson.
 	Body io.ReadCloser
 }
 
@@ -89,7 +94,8 @@ type PushFunc func(ctx context.Context, req melonsync.PushRequest) (*melonsync.P
 
 // RemoteChangeInfo is passed to OnWillApplyRemoteChanges.
 type RemoteChangeInfo struct {
-	// RemoteChangeCount is the number of pulled records, -1 in turbo mode (not known
+	// RemoteChangeCount is the number of pulled records, -1 when the answer is a
+	// body streamed into the database (turbo mode, and PullArgs.Stream) (not known
 	// before the stream is read).
 	RemoteChangeCount int
 }
@@ -108,7 +114,7 @@ type Progress struct {
 	Phase string
 	// Records is the number of pulled records applied so far.
 	Records int
-	// Total is the number of records to apply, -1 when not known (turbo).
+	// Total is the number of records to apply, -1 when not known (a streamed answer).
 	Total int
 	// Paged pulls (phase "page", after each page is applied): Remaining estimates
 	// the records the next pages bring; HasMore says whether one follows.
@@ -271,7 +277,7 @@ func pullOnce(ctx context.Context, db *DB, opts *SyncOptions, first bool) (Pulle
 
 	res, err := opts.PullChanges(ctx, PullArgs{
 		LastPulledAt: copyPtr(lastPulledAt), SchemaVersion: mi.schemaVersion, Migration: mi.migration,
-		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize,
+		SendCreatedAsUpdated: opts.SendCreatedAsUpdated, Turbo: turbo, PageSize: opts.PageSize, Stream: true,
 	})
 	if err != nil {
 		return PulledInfo{}, withOp("pull", err)
@@ -296,7 +302,7 @@ func pullOnce(ctx context.Context, db *DB, opts *SyncOptions, first bool) (Pulle
 		return PulledInfo{}, err
 	}
 
-	info, err := applyPulled(ctx, db, opts, res, remoteCount, lastPulledAt, mi)
+	info, err := applyPulled(ctx, db, opts, res, remoteCount, turbo, lastPulledAt, mi)
 	if err != nil {
 		return PulledInfo{}, err
 	}
@@ -324,9 +330,9 @@ func readSyncState(ctx context.Context, db *DB, opts *SyncOptions) (lastPulledAt
 	return lastPulledAt, mi, err
 }
 
-// checkPulled decodes a pull answer given as a body (unless turbo, which streams it
-// later) and checks its strategy and changes; remoteCount is the number of records,
-// -1 when not known before applying (turbo).
+// checkPulled checks the strategy and changes of a decoded pull answer; an answer
+// given as a body is streamed into the database later (applyPulled). remoteCount is
+// the number of records, -1 when not known before applying (a body).
 func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *PullResult, remoteCount int, err error) {
 	if turbo {
 		if res.Body == nil {
@@ -335,11 +341,7 @@ func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *P
 		return res, -1, nil
 	}
 	if res.Body != nil && res.Changes == nil {
-		decoded, err := DecodePullResponse(ctx, res.Body)
-		if err != nil {
-			return nil, 0, err
-		}
-		res = decoded
+		return res, -1, nil // streamed into the database by applyPulled
 	}
 	if err := checkStrategy(res.Strategy); err != nil {
 		return nil, 0, err
@@ -354,9 +356,9 @@ func checkPulled(ctx context.Context, db *DB, res *PullResult, turbo bool) (_ *P
 // applyPulled applies a pull answer in one write transaction, with the new
 // pulled-at time (and schema version), unless another sync changed the pulled-at time
 // since lastPulledAt was read.
-func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult, remoteCount int, lastPulledAt *int64, mi migrationInfo) (PulledInfo, error) {
+func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult, remoteCount int, turbo bool, lastPulledAt *int64, mi migrationInfo) (PulledInfo, error) {
 	log := opts.Log
-	turbo := remoteCount < 0 // checkPulled leaves a turbo answer to stream
+	streamed := remoteCount < 0 // checkPulled leaves a body to stream
 	info := PulledInfo{Strategy: res.Strategy, Extra: res.Extra, Records: remoteCount}
 	err := db.Write(ctx, func(tx *Tx) error {
 		current, err := readLocalInt(tx, melonsync.KeyLastPulledAt)
@@ -366,8 +368,13 @@ func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult
 		if !equalPtr(current, lastPulledAt) {
 			return concurrentError()
 		}
-		if turbo {
-			sr, err := streamPullResponse(ctx, res.Body, &insertSink{tx: tx, db: db, ctx: ctx, progress: opts.OnProgress, log: log})
+		if streamed {
+			var sr *streamResult
+			if turbo {
+				sr, err = tx.turboLoad(ctx, res.Body, log, opts.OnProgress)
+			} else {
+				sr, err = tx.streamApply(ctx, res.Body, applyOptions(Strategy{}, opts), res.Strategy.ReplacementScope, opts.OnProgress)
+			}
 			if err != nil {
 				return err
 			}
@@ -381,7 +388,7 @@ func applyPulled(ctx context.Context, db *DB, opts *SyncOptions, res *PullResult
 		if newLastPulledAt <= 0 {
 			return invalidData("pull", "pullChanges() returned invalid timestamp %d. timestamp must be a non-zero number", newLastPulledAt)
 		}
-		if !turbo {
+		if !streamed {
 			if err := applyDecoded(tx, opts, res, remoteCount); err != nil {
 				return err
 			}

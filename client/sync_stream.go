@@ -40,7 +40,9 @@ func DecodePullResponse(ctx context.Context, r io.Reader) (*PullResult, error) {
 
 type changesSink struct{ changes melonsync.Changes }
 
-func (s *changesSink) wantTable(string) bool { return true }
+// wantTable keeps every table, also one without records: a replacement answer
+// replaces the tables it names, empty ones included.
+func (s *changesSink) wantTable(t string) bool { s.table(t); return true }
 
 func (s *changesSink) table(t string) *melonsync.TableChanges {
 	tc := s.changes[t]

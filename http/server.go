@@ -498,18 +498,15 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer leave()
-	body, done, err := h.readBody(r)
+	sch := h.svc.Schema()
+	p, done, err := h.decodePush(r, func(b io.Reader, whole func() ([]byte, error)) (*server.PushParams, error) {
+		return server.DecodePushFrom(sch, b, whole)
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	defer done()
-	p, err := server.DecodePush(h.svc.Schema(), body)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	body = nil
 	h.push(w, r, c, p)
 }
 
@@ -575,17 +572,15 @@ func (h *Handler) syncDocs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer leave()
-	body, done, err := h.readBody(r)
+	sch := h.svc.Schema()
+	p, done, err := h.decodePush(r, func(b io.Reader, whole func() ([]byte, error)) (*server.PushParams, error) {
+		return server.DecodeChangesFrom(sch, b, whole)
+	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	defer done()
-	p, err := server.DecodeChanges(h.svc.Schema(), body)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
 	p.LastPulledAt = q.LastPulledAt
 	h.push(w, r, c, p)
 }

@@ -26,8 +26,9 @@ const DefaultSendStall = 60 * time.Second
 
 // spool keeps bytes in memory up to max, then in a temporary file in dir.
 type spool struct {
-	max  int
-	dir  string
+	max     int
+	dir     string
+	pattern string // of the temporary file's name (default "melonsync-pull-*")
 	mem  bytes.Buffer
 	f    *os.File
 	name string // set while the file still has a name to remove
@@ -40,7 +41,11 @@ func (s *spool) Write(p []byte) (int, error) {
 		return s.mem.Write(p)
 	}
 	if s.f == nil {
-		f, err := os.CreateTemp(s.dir, "melonsync-pull-*")
+		pattern := s.pattern
+		if pattern == "" {
+			pattern = "melonsync-pull-*"
+		}
+		f, err := os.CreateTemp(s.dir, pattern)
 		if err != nil {
 			return 0, err
 		}

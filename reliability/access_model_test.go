@@ -16,18 +16,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -41,11 +36,9 @@ import (
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
-	"github.com/melonsync/melonsync/postgres"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/sqlite"
-	"github.com/melonsync/melonsync/transport"
 )
 
 var accessUsers = []string{"alice", "bob", "carol"}
@@ -63,47 +56,20 @@ type backendSQL func(query string, args ...any) error
 func TestAccessModelSQLite(t *testing.T) {
 	st := &accessStats{faults: map[fault]int{}}
 	runAccessModel(t, "sqlite", 40, st, func(rt *rapid.T) (func() (server.Store, error), backendSQL) {
-		dir, err := os.MkdirTemp("", "melonsync-access-model-")
-		if err != nil {
-			rt.Fatal(err)
-		}
-		rt.Cleanup(func() { os.RemoveAll(dir) })
-		path := filepath.Join(dir, "server.db")
-		open := func() (server.Store, error) { return sqlite.Open(path) }
+		open, path := sqliteOpener(rt, "melonsync-access-model-")
 		return open, sqliteBackend(rt, open, path)
 	})
 }
 
 func TestAccessModelPostgres(t *testing.T) {
-	dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-	}
+	testutil.PostgresDSN(t)
 	st := &accessStats{faults: map[fault]int{}}
 	runAccessModel(t, "postgres", 12, st, func(rt *rapid.T) (func() (server.Store, error), backendSQL) {
-		b := make([]byte, 6)
-		rand.Read(b)
-		name := "melon_amodel_" + hex.EncodeToString(b)
-		rt.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if conn, err := pgx.Connect(ctx, dsn); err == nil {
-				conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`)
-				conn.Close(ctx)
-			}
-		})
-		u, err := url.Parse(dsn)
-		if err != nil {
-			rt.Fatal(err)
-		}
-		q := u.Query()
-		q.Set("search_path", name)
-		u.RawQuery = q.Encode()
-		open := func() (server.Store, error) { return postgres.Open(context.Background(), u.String()) }
+		open, dsn := postgresOpener(rt, "melon_amodel")
 		backend := func(query string, args ...any) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			conn, err := pgx.Connect(ctx, u.String())
+			conn, err := pgx.Connect(ctx, dsn)
 			if err != nil {
 				return err
 			}
@@ -161,18 +127,7 @@ func runAccessModel(t *testing.T, name string, defaultHistories int, st *accessS
 	if testing.Short() {
 		t.Skip("model test skipped in -short mode")
 	}
-	n := *histories
-	if n <= 0 {
-		n = defaultHistories
-	}
-	givenOnce.Do(func() { flag.Visit(func(f *flag.Flag) { given[f.Name] = true }) })
-	for name, v := range map[string]string{"rapid.checks": fmt.Sprint(n), "rapid.steps": "70"} {
-		if !given[name] {
-			old := flag.Lookup(name).Value.String()
-			flag.Set(name, v)
-			defer flag.Set(name, old)
-		}
-	}
+	defer rapidDefaults(defaultHistories, 70)()
 	sch, err := schema.Load("../examples/teams/schema.json")
 	if err != nil {
 		t.Fatal(err)
@@ -326,26 +281,11 @@ func newAccessHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store
 				rt.Fatal(err)
 			}
 		}
-		c := &modelClient{idx: i, user: user, path: filepath.Join(dir, fmt.Sprintf("client%d.db", i)), plan: &faultPlan{}}
-		if c.db, err = client.Open(c.path, sch); err != nil {
-			rt.Fatal(err)
-		}
-		device, err := client.DeviceID(h.ctx, c.db)
-		if err != nil {
-			rt.Fatal(err)
-		}
-		ct := http.DefaultTransport.(*http.Transport).Clone()
-		rec := &accessRecorder{h: h, client: i, user: user, next: ct}
-		hc := &http.Client{Transport: &faultTransport{srv: h.srv, plan: c.plan, next: rec, base: ct}}
-		c.remote, err = transport.NewClient("http://server.invalid", transport.StaticToken(h.tokens[user]), device,
-			transport.WithHTTPClient(hc), transport.WithGzipThreshold(-1), transport.WithTimeout(30*time.Second))
-		if err != nil {
-			rt.Fatal(err)
-		}
+		c := newModelClient(rt, dir, i, user, h.tokens[user], sch, h.srv, func(next http.RoundTripper) http.RoundTripper {
+			return &accessRecorder{h: h, client: i, user: user, next: next}
+		})
 		h.clients = append(h.clients, c)
 		h.localCreated[i] = map[string]bool{}
-		cc := c
-		rt.Cleanup(func() { cc.db.Close() })
 	}
 	return h
 }

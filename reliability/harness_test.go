@@ -6,19 +6,81 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"pgregory.net/rapid"
+
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
+	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
+	"github.com/melonsync/melonsync/sqlite"
+	"github.com/melonsync/melonsync/transport"
 )
+
+var histories = flag.Int("reliability.histories", 0, "random histories per store of the model tests (default: each test's own)")
+
+var (
+	givenOnce sync.Once
+	given     = map[string]bool{}
+)
+
+// rapidDefaults sets rapid's -rapid.checks (to -reliability.histories, else def) and
+// -rapid.steps, unless they were given on the command line; restore puts them back.
+func rapidDefaults(def, steps int) (restore func()) {
+	n := *histories
+	if n <= 0 {
+		n = def
+	}
+	givenOnce.Do(func() { flag.Visit(func(f *flag.Flag) { given[f.Name] = true }) })
+	var undo []func()
+	for name, v := range map[string]string{"rapid.checks": fmt.Sprint(n), "rapid.steps": fmt.Sprint(steps)} {
+		if !given[name] {
+			old := flag.Lookup(name).Value.String()
+			flag.Set(name, v)
+			undo = append(undo, func() { flag.Set(name, old) })
+		}
+	}
+	return func() {
+		for _, u := range undo {
+			u()
+		}
+	}
+}
+
+// sqliteOpener returns what opens a server store in a new SQLite file (removed when
+// rt ends), and the file's path.
+func sqliteOpener(rt *rapid.T, prefix string) (func() (server.Store, error), string) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		rt.Fatal(err)
+	}
+	rt.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "server.db")
+	return func() (server.Store, error) { return sqlite.Open(path) }, path
+}
+
+// postgresOpener returns what opens a server store in a fresh PostgreSQL schema of
+// $MELONSYNC_TEST_POSTGRES (dropped when rt ends), and the DSN naming that schema.
+func postgresOpener(rt *rapid.T, prefix string) (func() (server.Store, error), string) {
+	_, dsn := testutil.PostgresSchema(rt, testutil.PostgresDSN(rt), prefix)
+	if dsn == "" {
+		rt.Fatal("MELONSYNC_TEST_POSTGRES is not a postgres:// URL")
+	}
+	return func() (server.Store, error) { return postgres.Open(context.Background(), dsn) }, dsn
+}
 
 // testServer is the real handler over a real store on a loopback listener. restart
 // closes it (store included) and opens it again on the same database, at a new
@@ -273,4 +335,28 @@ func pullAll(srv *testServer, hc *http.Client, token string) (map[string]map[str
 		}
 	}
 	return out, nil
+}
+
+// newModelClient opens client i of user in dir, speaking to srv with token through
+// the fault transport (planned by c.plan) over record(next), the recording transport
+// of the test.
+func newModelClient(rt *rapid.T, dir string, i int, user, token string, sch *schema.Schema, srv *testServer, record func(next http.RoundTripper) http.RoundTripper) *modelClient {
+	c := &modelClient{idx: i, user: user, path: filepath.Join(dir, fmt.Sprintf("client%d.db", i)), plan: &faultPlan{}}
+	var err error
+	if c.db, err = client.Open(c.path, sch); err != nil {
+		rt.Fatal(err)
+	}
+	rt.Cleanup(func() { c.db.Close() })
+	device, err := client.DeviceID(context.Background(), c.db)
+	if err != nil {
+		rt.Fatal(err)
+	}
+	ct := http.DefaultTransport.(*http.Transport).Clone()
+	hc := &http.Client{Transport: &faultTransport{srv: srv, plan: c.plan, next: record(ct), base: ct}}
+	c.remote, err = transport.NewClient("http://server.invalid", transport.StaticToken(token), device,
+		transport.WithHTTPClient(hc), transport.WithGzipThreshold(-1), transport.WithTimeout(30*time.Second))
+	if err != nil {
+		rt.Fatal(err)
+	}
+	return c
 }

@@ -3,15 +3,12 @@ package reliability_test
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,18 +18,9 @@ import (
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/internal/testutil"
-	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/sqlite"
 	"github.com/melonsync/melonsync/transport"
-)
-
-var histories = flag.Int("reliability.histories", 0, "random histories per store (default 100 on SQLite, 60 on PostgreSQL)")
-
-var (
-	givenOnce sync.Once
-	given     = map[string]bool{}
 )
 
 // users of the clients: two devices of alice, one of bob, one of carol.
@@ -47,25 +35,17 @@ type stats struct {
 func TestModelSQLite(t *testing.T) {
 	st := &stats{faults: map[fault]int{}}
 	runModel(t, "sqlite", 100, st, func(rt *rapid.T) func() (server.Store, error) {
-		dir, err := os.MkdirTemp("", "melonsync-model-")
-		if err != nil {
-			rt.Fatal(err)
-		}
-		rt.Cleanup(func() { os.RemoveAll(dir) })
-		path := filepath.Join(dir, "server.db")
-		return func() (server.Store, error) { return sqlite.Open(path) }
+		open, _ := sqliteOpener(rt, "melonsync-model-")
+		return open
 	})
 }
 
 func TestModelPostgres(t *testing.T) {
-	dsn := testutil.PostgresDSN(t)
+	testutil.PostgresDSN(t)
 	st := &stats{faults: map[fault]int{}}
 	runModel(t, "postgres", 60, st, func(rt *rapid.T) func() (server.Store, error) {
-		_, schemaDSN := testutil.PostgresSchema(rt, dsn, "melon_model")
-		if schemaDSN == "" {
-			rt.Fatal("MELONSYNC_TEST_POSTGRES is not a postgres:// URL")
-		}
-		return func() (server.Store, error) { return postgres.Open(context.Background(), schemaDSN) }
+		open, _ := postgresOpener(rt, "melon_model")
+		return open
 	})
 }
 
@@ -73,19 +53,7 @@ func runModel(t *testing.T, name string, defaultHistories int, st *stats, newSto
 	if testing.Short() {
 		t.Skip("model test skipped in -short mode")
 	}
-	n := *histories
-	if n <= 0 {
-		n = defaultHistories
-	}
-	// Our defaults for rapid's flags, unless they were given on the command line.
-	givenOnce.Do(func() { flag.Visit(func(f *flag.Flag) { given[f.Name] = true }) })
-	for name, v := range map[string]string{"rapid.checks": fmt.Sprint(n), "rapid.steps": "60"} {
-		if !given[name] {
-			old := flag.Lookup(name).Value.String()
-			flag.Set(name, v)
-			defer flag.Set(name, old)
-		}
-	}
+	defer rapidDefaults(defaultHistories, 60)()
 	sch, err := schema.Load("../examples/todo/schema.json")
 	if err != nil {
 		t.Fatal(err)
@@ -187,25 +155,10 @@ func newHistory(rt *rapid.T, sch *schema.Schema, open func() (server.Store, erro
 			}
 			h.tokens[user] = tok
 		}
-		c := &modelClient{idx: i, user: user, path: filepath.Join(dir, fmt.Sprintf("client%d.db", i)), plan: &faultPlan{}}
-		if c.db, err = client.Open(c.path, sch); err != nil {
-			rt.Fatal(err)
-		}
-		device, err := client.DeviceID(h.ctx, c.db)
-		if err != nil {
-			rt.Fatal(err)
-		}
-		ct := http.DefaultTransport.(*http.Transport).Clone()
-		rec := &recordingTransport{client: i, user: user, next: ct, log: func(p acceptedPush) { h.accepted = append(h.accepted, p) }}
-		hc := &http.Client{Transport: &faultTransport{srv: h.srv, plan: c.plan, next: rec, base: ct}}
-		c.remote, err = transport.NewClient("http://server.invalid", transport.StaticToken(h.tokens[user]), device,
-			transport.WithHTTPClient(hc), transport.WithGzipThreshold(-1), transport.WithTimeout(30*time.Second))
-		if err != nil {
-			rt.Fatal(err)
-		}
+		c := newModelClient(rt, dir, i, user, h.tokens[user], sch, h.srv, func(next http.RoundTripper) http.RoundTripper {
+			return &recordingTransport{client: i, user: user, next: next, log: func(p acceptedPush) { h.accepted = append(h.accepted, p) }}
+		})
 		h.clients = append(h.clients, c)
-		cc := c
-		rt.Cleanup(func() { cc.db.Close() })
 	}
 	return h
 }

@@ -12,16 +12,10 @@ package reliability_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"hash/fnv"
-	"net/url"
-	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -30,15 +24,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"pgregory.net/rapid"
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/client"
-	"github.com/melonsync/melonsync/postgres"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
-	"github.com/melonsync/melonsync/sqlite"
 )
 
 // hookMark ends every name the model's hook rewrote.
@@ -324,21 +316,17 @@ func (h *history) settleAll() {
 
 func TestPolicyModelSQLite(t *testing.T) {
 	runPolicyModel(t, "sqlite", 40, func(rt *rapid.T) func() (server.Store, error) {
-		dir, err := os.MkdirTemp("", "melonsync-policy-model-")
-		if err != nil {
-			rt.Fatal(err)
-		}
-		rt.Cleanup(func() { os.RemoveAll(dir) })
-		path := filepath.Join(dir, "server.db")
-		return func() (server.Store, error) { return sqlite.Open(path) }
+		open, _ := sqliteOpener(rt, "melonsync-policy-model-")
+		return open
 	})
 }
 
 func TestPolicyModelPostgres(t *testing.T) {
-	if os.Getenv("MELONSYNC_TEST_POSTGRES") == "" {
-		t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-	}
-	runPolicyModel(t, "postgres", 20, postgresModelStore(t))
+	testutil.PostgresDSN(t)
+	runPolicyModel(t, "postgres", 20, func(rt *rapid.T) func() (server.Store, error) {
+		open, _ := postgresOpener(rt, "melon_pmodel")
+		return open
+	})
 }
 
 var policyKinds = []string{schema.PolicyReject, schema.PolicyClientWins, schema.PolicyServerWins, schema.PolicyLastWriteWins}
@@ -347,18 +335,7 @@ func runPolicyModel(t *testing.T, name string, defaultHistories int, newStore fu
 	if testing.Short() {
 		t.Skip("model test skipped in -short mode")
 	}
-	n := *histories
-	if n <= 0 {
-		n = defaultHistories
-	}
-	givenOnce.Do(func() { flag.Visit(func(f *flag.Flag) { given[f.Name] = true }) })
-	for name, v := range map[string]string{"rapid.checks": fmt.Sprint(n), "rapid.steps": "50"} {
-		if !given[name] {
-			old := flag.Lookup(name).Value.String()
-			flag.Set(name, v)
-			defer flag.Set(name, old)
-		}
-	}
+	defer rapidDefaults(defaultHistories, 50)()
 	st := &stats{faults: map[fault]int{}}
 	pst := &policyStats{policies: map[string]int{}}
 	start := time.Now()
@@ -414,31 +391,5 @@ func runPolicyModel(t *testing.T, name string, defaultHistories int, newStore fu
 	fmt.Println(msg)
 	if pst.histories > 10 && pst.resolved == 0 {
 		t.Errorf("no conflict was ever settled by a policy: the test does not exercise them")
-	}
-}
-
-// postgresModelStore returns a fresh PostgreSQL schema per history.
-func postgresModelStore(t *testing.T) func(*rapid.T) func() (server.Store, error) {
-	dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-	return func(rt *rapid.T) func() (server.Store, error) {
-		b := make([]byte, 6)
-		rand.Read(b)
-		name := "melon_pmodel_" + hex.EncodeToString(b)
-		rt.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if conn, err := pgx.Connect(ctx, dsn); err == nil {
-				conn.Exec(ctx, `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`)
-				conn.Close(ctx)
-			}
-		})
-		u, err := url.Parse(dsn)
-		if err != nil {
-			rt.Fatal(err)
-		}
-		q := u.Query()
-		q.Set("search_path", name)
-		u.RawQuery = q.Encode()
-		return func() (server.Store, error) { return postgres.Open(context.Background(), u.String()) }
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -54,6 +55,21 @@ type PushedRecord struct {
 // It fails with invalid_request, naming the problem, for a broken shape; it never
 // fails for sloppy values, which are sanitized as WatermelonDB's sanitizedRaw does.
 func DecodePush(s *schema.Schema, body []byte) (*PushParams, error) {
+	return DecodePushFrom(s, bytes.NewReader(body), func() ([]byte, error) { return body, nil })
+}
+
+// DecodePushFrom is DecodePush reading the body from r, in one pass (stream.go). When
+// that pass does not decode the body (a refused body, or one too unusual for it),
+// whole is called for the whole body, which the checked decoder then decodes or
+// names the problem of; the outcome is always DecodePush's. An error from r is
+// returned as it is.
+func DecodePushFrom(s *schema.Schema, r io.Reader, whole func() ([]byte, error)) (*PushParams, error) {
+	return decodeFrom(s, r, whole, true)
+}
+
+// decodePushChecked is DecodePush by way of the checked decoder, which names what is
+// wrong with a body.
+func decodePushChecked(s *schema.Schema, body []byte) (*PushParams, error) {
 	var top map[string]json.RawMessage
 	if err := unmarshalObject(body, &top); err != nil {
 		return nil, invalid("body: %v", err)
@@ -70,7 +86,7 @@ func DecodePush(s *schema.Schema, body []byte) (*PushParams, error) {
 	if !ok {
 		return nil, invalid("changes is required")
 	}
-	p, err := DecodeChanges(s, changes)
+	p, err := decodeChangesChecked(s, changes)
 	if err != nil {
 		return nil, err
 	}
@@ -115,76 +131,16 @@ func ParseTimestamp(s string) (n int64, isNull bool, err error) {
 
 // DecodeChanges validates and decodes a Changes object.
 func DecodeChanges(s *schema.Schema, raw json.RawMessage) (*PushParams, error) {
-	if p, ok := decodeChangesFast(s, raw); ok {
-		return p, nil
-	}
-	return decodeChangesChecked(s, raw)
+	return DecodeChangesFrom(s, bytes.NewReader(raw), func() ([]byte, error) { return raw, nil })
 }
 
-// decodeChangesFast decodes well-formed changes in one pass. It gives up (false) at
-// the first thing it does not like, and decodeChangesChecked then finds and names it.
-func decodeChangesFast(s *schema.Schema, raw json.RawMessage) (*PushParams, bool) {
-	var tables map[string]map[string][]any
-	if err := json.Unmarshal(raw, &tables); err != nil || tables == nil {
-		return nil, false
-	}
-	p := &PushParams{}
-	seen := map[string]bool{}
-	found := 0
-	for _, t := range s.Tables {
-		parts, ok := tables[t.Name]
-		if !ok {
-			continue
-		}
-		found++
-		if parts == nil {
-			return nil, false
-		}
-		tp := TablePush{Table: t}
-		for k, items := range parts {
-			switch k {
-			case "created", "updated":
-				recs := make([]PushedRecord, 0, len(items))
-				for _, item := range items {
-					m, ok := item.(map[string]any)
-					if !ok {
-						return nil, false
-					}
-					rec, err := recordFromMap(t, m)
-					if err != nil || seen[t.Name+"\x00"+rec.ID] {
-						return nil, false
-					}
-					seen[t.Name+"\x00"+rec.ID] = true
-					recs = append(recs, rec)
-				}
-				if k == "created" {
-					tp.Created = recs
-				} else {
-					tp.Updated = recs
-				}
-			case "deleted":
-				for _, item := range items {
-					id, ok := item.(string)
-					if !ok || !melonsync.ValidID(id) || seen[t.Name+"\x00"+id] {
-						return nil, false
-					}
-					seen[t.Name+"\x00"+id] = true
-					tp.Deleted = append(tp.Deleted, id)
-				}
-			default:
-				return nil, false
-			}
-		}
-		if len(tp.Created)+len(tp.Updated)+len(tp.Deleted) > 0 {
-			p.Tables = append(p.Tables, tp)
-		}
-	}
-	if found != len(tables) {
-		return nil, false // unknown tables
-	}
-	return p, true
+// DecodeChangesFrom is DecodeChanges reading the object from r, as DecodePushFrom.
+func DecodeChangesFrom(s *schema.Schema, r io.Reader, whole func() ([]byte, error)) (*PushParams, error) {
+	return decodeFrom(s, r, whole, false)
 }
 
+// decodeChangesChecked decodes changes one part at a time, naming the first thing
+// wrong. It is the decoder of record: the one-pass decoder only ever agrees with it.
 func decodeChangesChecked(s *schema.Schema, raw json.RawMessage) (*PushParams, error) {
 	var tables map[string]json.RawMessage
 	if err := unmarshalObject(raw, &tables); err != nil {

@@ -134,8 +134,8 @@ func (c *Client) Options() client.SyncOptions {
 func (c *Client) BytesReceived() int64 { return c.received.Load() }
 
 // Pull fetches the changes since args.LastPulledAt (POST /api/sync/pull). With
-// args.Turbo the answer is not decoded: PullResult.Body streams it (gunzipped) and
-// the caller must close it.
+// args.Turbo or args.Stream (Synchronize sets it) the answer is not decoded:
+// PullResult.Body streams it (gunzipped) and the caller must close it.
 func (c *Client) Pull(ctx context.Context, args client.PullArgs) (*client.PullResult, error) {
 	body, err := json.Marshal(args.Request())
 	if err != nil {
@@ -149,7 +149,7 @@ func (c *Client) Pull(ctx context.Context, args client.PullArgs) (*client.PullRe
 	if err != nil {
 		return nil, err
 	}
-	if args.Turbo {
+	if args.Turbo || args.Stream {
 		return &client.PullResult{Body: rc}, nil
 	}
 	defer rc.Close()

@@ -1,13 +1,15 @@
 // Command bigpush measures the memory that large pushes arriving at once take: peak
-// RSS of the server process for several concurrent pushes of many records each, with
-// the large-body bound (the default, --max-large-bodies 2) and without it, each in a
-// fresh process of its own, printed side by side.
+// RSS of the server process (and bytes allocated) for one push and for several
+// concurrent pushes of many records each, with the large-body bound (the default,
+// --max-large-bodies 2) and without it, each in a fresh process of its own, printed
+// side by side. -gzip sends the bodies gzipped.
 //
-//	go run ./bench/bigpush -n 400000 -pushes 4
+//	go run ./bench/bigpush -n 400000 -pushes 1,4
 package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
@@ -17,6 +19,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,26 +33,34 @@ import (
 
 func main() {
 	n := flag.Int("n", 400_000, "records per push")
-	pushes := flag.Int("pushes", 4, "pushes sent at once (one user each)")
+	pushes := flag.String("pushes", "1,4", "pushes sent at once (one user each), one run per number")
 	large := flag.Int("max-large-bodies", 0, "run one variant in this process: the bound (-1: none)")
+	zip := flag.Bool("gzip", false, "send the bodies gzipped")
 	flag.Parse()
 	if *large != 0 {
-		if err := run(*n, *pushes, *large); err != nil {
+		p, err := strconv.Atoi(*pushes)
+		if err == nil {
+			err = run(*n, p, *large, *zip)
+		}
+		if err != nil {
 			log.Fatal(err)
 		}
 		return
 	}
-	fmt.Printf("%d pushes of %d records at once (SQLite), peak RSS of the server process\n\n", *pushes, *n)
-	for _, v := range []int{-1, mhttp.DefaultLimits.LargeBodies} {
-		cmd := exec.Command(os.Args[0], "-n", fmt.Sprint(*n), "-pushes", fmt.Sprint(*pushes), "-max-large-bodies", fmt.Sprint(v))
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if err := cmd.Run(); err != nil {
-			log.Fatal(err)
+	for _, p := range strings.Split(*pushes, ",") {
+		fmt.Printf("%s push(es) of %d records at once (SQLite, gzip %v), peak RSS of the server process\n", p, *n, *zip)
+		for _, v := range []int{-1, mhttp.DefaultLimits.LargeBodies} {
+			cmd := exec.Command(os.Args[0], "-n", fmt.Sprint(*n), "-pushes", p, "-max-large-bodies", fmt.Sprint(v), "-gzip="+fmt.Sprint(*zip))
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				log.Fatal(err)
+			}
 		}
+		fmt.Println()
 	}
 }
 
-func run(n, pushes, large int) error {
+func run(n, pushes, large int, zip bool) error {
 	dir, err := os.MkdirTemp("", "melonsync-bigpush")
 	if err != nil {
 		return err
@@ -67,7 +79,7 @@ func run(n, pushes, large int) error {
 		return err
 	}
 	auth, _ := mhttp.NewAuth([]byte("bench-secret-0123456789abcdef"))
-	h := mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth, Limits: mhttp.Limits{LargeBodies: large, Wait: 10 * time.Minute}})
+	h := mhttp.NewHandler(server.New(store, sch), mhttp.Options{Auth: auth, MaxBodyBytes: 256 << 20, Limits: mhttp.Limits{LargeBodies: large, Wait: 10 * time.Minute}})
 	ts := httptest.NewServer(h)
 	defer ts.Close()
 	bodies := make([][]byte, pushes)
@@ -83,6 +95,19 @@ func run(n, pushes, large int) error {
 		b.WriteString(`]}}}`)
 		bodies[p] = []byte(b.String())
 	}
+	size := len(bodies[0])
+	if zip {
+		for p, body := range bodies {
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			zw.Write(body)
+			zw.Close()
+			bodies[p] = buf.Bytes()
+		}
+	}
+	runtime.GC()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	before := rssKB("VmRSS")
 	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // reset the peak to now
 	start := time.Now()
@@ -95,6 +120,9 @@ func run(n, pushes, large int) error {
 			tok, _ := auth.Mint(fmt.Sprintf("user%d", p), time.Hour)
 			req, _ := http.NewRequest("POST", ts.URL+"/api/sync/push", bytes.NewReader(bodies[p]))
 			req.Header.Set("Authorization", "Bearer "+tok)
+			if zip {
+				req.Header.Set("Content-Encoding", "gzip")
+			}
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -106,6 +134,7 @@ func run(n, pushes, large int) error {
 		}()
 	}
 	wg.Wait()
+	runtime.ReadMemStats(&ms1)
 	for _, err := range errs {
 		if err != nil {
 			return err
@@ -115,8 +144,9 @@ func run(n, pushes, large int) error {
 	if large > 0 {
 		what = fmt.Sprintf("--max-large-bodies %d", large)
 	}
-	fmt.Printf("%-28s body %5.1f MB  RSS before %6.0f MB  peak %6.0f MB (+%4.0f)  all done in %v\n", what,
-		float64(len(bodies[0]))/1e6, before/1024, rssKB("VmHWM")/1024, (rssKB("VmHWM")-before)/1024, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("%-28s body %5.1f MB  RSS before %6.0f MB  peak %6.0f MB (+%4.0f)  allocated %6.0f MB  all done in %v\n", what,
+		float64(size)/1e6, before/1024, rssKB("VmHWM")/1024, (rssKB("VmHWM")-before)/1024,
+		float64(ms1.TotalAlloc-ms0.TotalAlloc)/(1<<20), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -1,24 +1,37 @@
 // Command firstsync measures the Go client's first sync from a real melonsync server
-// (SQLite store, HTTP on loopback): a normal Synchronize and the streamed (turbo) one,
-// the turbo sync's peak memory at two sizes, and an incremental sync of 10 changes —
-// next to baselines measured in the same run: the same rows bulk-inserted into a SQLite
-// file with the same driver, and the real WatermelonDB client (LokiJS in Node, through
-// interop/driver.mjs) doing the same first sync.
+// (SQLite store, HTTP on loopback, in a process of its own so that each client's CPU
+// time is its own) next to baselines measured in the same run against the same server:
 //
-//	go run ./bench/firstsync [-n 100000] [-small 10000 -large 200000] [-skip-js]
+//   - the same rows bulk-inserted into a SQLite file with the same driver (one
+//     transaction, one prepared INSERT per table): the floor for any first sync;
+//   - the real WatermelonDB client (0.28, Node) on its SQLite adapter (better-sqlite3),
+//     through interop/firstsync.mjs (packages: client/testdata/wmdb-sqlite/install.sh).
+//
+// It prints, for each: wall time, CPU time (user + system), heap and RSS peaks. The Go
+// client runs the streamed first sync (UnsafeTurbo, what `melonsync client sync` does
+// on an empty file), a normal one, a normal one into a file that holds a local record
+// (not eligible for turbo), and a replacement sync of the whole data set; then the
+// streamed sync's peak memory at two sizes.
+//
+//	go run ./bench/firstsync [-n 100000] [-small 10000 -large 200000] [-skip-js] [-loki]
+//	go run ./bench/firstsync -n 1000000        # the large run
 package main
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,40 +46,97 @@ import (
 	_ "modernc.org/sqlite"
 )
 
+// serveEnv, when set ("DIR:N"), makes this program the seeded server of a run.
+const serveEnv = "MELONSYNC_FIRSTSYNC_SERVE"
+
 func main() {
 	n := flag.Int("n", 100000, "records in the first sync (a tenth projects, 60% tasks, 30% comments)")
-	small := flag.Int("small", 10000, "small size for the turbo memory comparison")
-	large := flag.Int("large", 200000, "large size for the turbo memory comparison (0: skip)")
-	skipJS := flag.Bool("skip-js", false, "skip the WatermelonDB baseline")
+	small := flag.Int("small", 10000, "small size for the streamed sync's memory comparison")
+	large := flag.Int("large", 200000, "large size for the streamed sync's memory comparison (0: skip)")
+	skipJS := flag.Bool("skip-js", false, "skip the WatermelonDB baselines")
+	loki := flag.Bool("loki", false, "also run WatermelonDB on its in-memory LokiJS adapter")
 	flag.Parse()
+	var err error
+	if sch, err = schema.Load(filepath.Join("examples", "todo", "schema.json")); err != nil {
+		log.Fatalf("run from the repository's root: %v", err)
+	}
+	if v := os.Getenv(serveEnv); v != "" {
+		if err := serve(v); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	dir, err := os.MkdirTemp("", "melonsync-firstsync-")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	if err := run(dir, *n, *small, *large, *skipJS); err != nil {
+	if err := run(dir, *n, *small, *large, *skipJS, *loki); err != nil {
 		log.Fatal(err)
 	}
 }
 
 var sch *schema.Schema
 
-// benchServer is a seeded server on loopback.
+// benchServer is a seeded server on loopback, in a child process.
 type benchServer struct {
 	url, token string
-	svc        *server.Service
-	close      func()
+	cmd        *exec.Cmd
+	stdin      io.Closer
 }
 
-// startServer seeds a fresh SQLite store with n records and serves it.
+func (s *benchServer) close() {
+	s.stdin.Close()
+	s.cmd.Wait()
+}
+
+// startServer runs this program as a server seeded with n records and waits until it
+// serves.
 func startServer(dir string, n int) (*benchServer, error) {
-	ctx := context.Background()
-	store, err := sqlite.Open(filepath.Join(dir, fmt.Sprintf("server-%d.db", n)))
+	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	if err := store.Prepare(ctx, sch); err != nil {
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s:%d", serveEnv, dir, n))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
 		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	f := strings.Fields(line)
+	if err != nil || len(f) != 2 {
+		in.Close()
+		cmd.Wait()
+		return nil, fmt.Errorf("the server did not start (%v): %q", err, line)
+	}
+	return &benchServer{url: f[0], token: f[1], cmd: cmd, stdin: in}, nil
+}
+
+// serve seeds a fresh SQLite store ("DIR:N"), serves it, prints "URL TOKEN" and runs
+// until its standard input closes.
+func serve(spec string) error {
+	dir, ns, _ := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(ns)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	store, err := sqlite.Open(filepath.Join(dir, fmt.Sprintf("server-%d.db", n)))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Prepare(ctx, sch); err != nil {
+		return err
 	}
 	svc := server.New(store, sch)
 	projects, tasks := n/10, n*6/10
@@ -93,50 +163,72 @@ func startServer(dir string, n int) (*benchServer, error) {
 			}
 			p, err := server.DecodePush(sch, []byte(fmt.Sprintf(`{"lastPulledAt":0,"changes":{%q:{"created":[%s]}}}`, tbl.name, strings.Join(recs, ","))))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if _, err := svc.Push(ctx, server.Caller{User: "u", Device: "seed"}, p); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	auth, err := mhttp.NewAuth([]byte("bench-secret-0123456789abcdef"))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tok, err := auth.Mint("u", time.Hour)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ts := httptest.NewServer(mhttp.NewHandler(svc, mhttp.Options{Auth: auth}))
-	return &benchServer{url: ts.URL, token: tok, svc: svc, close: func() { ts.Close(); store.Close() }}, nil
+	defer ts.Close()
+	fmt.Printf("%s %s\n", ts.URL, tok)
+	io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
-// firstSync syncs a fresh client database from srv and returns the database.
-func firstSync(dir, name string, srv *benchServer, turbo bool) (*client.DB, measure.Result, error) {
-	db, err := client.Open(filepath.Join(dir, name), sch)
+// syncInto opens (or creates) the client database at path, lets prepare change it,
+// then measures one Synchronize from srv, streamed (UnsafeTurbo) when allowTurbo is
+// set and the file is eligible.
+func syncInto(path string, srv *benchServer, prepare func(*client.DB) error, allowTurbo bool) (*client.DB, measure.Result, *client.SyncLog, error) {
+	db, err := client.Open(path, sch)
 	if err != nil {
-		return nil, measure.Result{}, err
+		return nil, measure.Result{}, nil, err
 	}
-	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+name)
+	fail := func(err error) (*client.DB, measure.Result, *client.SyncLog, error) {
+		db.Close()
+		return nil, measure.Result{}, nil, err
+	}
+	if prepare != nil {
+		if err := prepare(db); err != nil {
+			return fail(err)
+		}
+	}
+	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+filepath.Base(path))
 	if err != nil {
-		return nil, measure.Result{}, err
+		return fail(err)
 	}
 	opts := hc.Options()
-	opts.UnsafeTurbo = turbo
-	m, err := measure.Run(func() error { return client.Synchronize(context.Background(), db, opts) })
+	slog := &client.SyncLog{}
+	opts.Log = slog
+	m, err := measure.Run(func() error {
+		var err error
+		if allowTurbo {
+			if opts.UnsafeTurbo, err = client.TurboEligible(context.Background(), db); err != nil {
+				return err
+			}
+		}
+		return client.Synchronize(context.Background(), db, opts)
+	})
 	if err != nil {
-		db.Close()
-		return nil, m, err
+		return fail(err)
 	}
-	return db, m, nil
+	return db, m, slog, nil
 }
 
 func count(db *client.DB) (int, error) {
 	total := 0
 	err := db.Read(context.Background(), func(tx *client.Tx) error {
 		for _, t := range sch.Tables {
-			n, err := tx.Count(t.Name, client.Query{})
+			n, err := tx.Count(t.Name, client.Query{IncludeDeleted: true})
 			if err != nil {
 				return err
 			}
@@ -153,101 +245,185 @@ func rate(n int, d time.Duration) string {
 	return fmt.Sprintf("%.0fk rec/s", float64(n)/d.Seconds()/1000)
 }
 
-func run(dir string, n, small, large int, skipJS bool) error {
-	var err error
-	if sch, err = schema.Load(filepath.Join("examples", "todo", "schema.json")); err != nil {
-		return fmt.Errorf("run from the repository's root: %w", err)
+type table struct{ rows [][]string }
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) print() {
+	w := make([]int, 8)
+	for _, r := range t.rows {
+		for i, c := range r {
+			w[i] = max(w[i], len(c))
+		}
 	}
-	fmt.Printf("seeding a server with %d records…\n", n)
+	for _, r := range t.rows {
+		for i, c := range r {
+			if i == 0 {
+				fmt.Printf("%-*s", w[i]+2, c)
+			} else {
+				fmt.Printf("%*s", w[i]+2, c)
+			}
+		}
+		fmt.Println()
+	}
+}
+
+func row(t *table, name string, m measure.Result, recs int) {
+	t.add(name, m.D.Round(time.Millisecond).String(), m.CPU.Round(time.Millisecond).String(), rate(recs, m.D), mib(m.HeapPeak), mib(m.RSSPeak))
+}
+
+func ratio(a, b time.Duration) string { return fmt.Sprintf("%.2f×", a.Seconds()/b.Seconds()) }
+
+func run(dir string, n, small, large int, skipJS, loki bool) error {
+	fmt.Printf("seeding a server (its own process) with %d records…\n", n)
 	srv, err := startServer(dir, n)
 	if err != nil {
 		return err
 	}
 	defer srv.close()
-	fmt.Printf("\nfirst sync of %d records into a fresh Go client database (SQLite file)\n", n)
-	fmt.Printf("%-50s %10s %12s %12s %12s\n", "", "time", "rate", "heap peak", "RSS peak")
-	row := func(name string, m measure.Result, recs int) {
-		fmt.Printf("%-50s %10s %12s %12s %12s\n", name, m.D.Round(time.Millisecond), rate(recs, m.D), mib(m.HeapPeak), mib(m.RSSPeak))
-	}
+	fmt.Printf("\nfirst sync of %d records into a fresh client database (SQLite file), same server\n", n)
+	t := &table{}
+	t.add("", "time", "CPU", "rate", "heap peak", "RSS peak")
 
-	db, normal, err := firstSync(dir, "normal.db", srv, false)
+	tdb, turbo, tlog, err := syncInto(filepath.Join(dir, "turbo.db"), srv, nil, true)
 	if err != nil {
-		return fmt.Errorf("normal first sync: %w", err)
+		return fmt.Errorf("streamed first sync: %w", err)
 	}
-	if got, err := count(db); err != nil || got != n {
-		return fmt.Errorf("normal first sync holds %d records (%v), want %d", got, err, n)
-	}
-	row("Synchronize", normal, n)
-	tdb, turbo, err := firstSync(dir, "turbo.db", srv, true)
-	if err != nil {
-		return fmt.Errorf("turbo first sync: %w", err)
-	}
-	if got, err := count(tdb); err != nil || got != n {
-		return fmt.Errorf("turbo first sync holds %d records (%v), want %d", got, err, n)
+	if got, err := count(tdb); err != nil || got != n || !tlog.Turbo {
+		return fmt.Errorf("streamed first sync holds %d records (%v, turbo %v), want %d", got, err, tlog.Turbo, n)
 	}
 	tdb.Close()
-	row("Synchronize, streamed (UnsafeTurbo)", turbo, n)
+	row(t, "Go client, streamed (UnsafeTurbo)", turbo, n)
 
 	raw, err := measure.Run(func() error { return rawInsert(filepath.Join(dir, "raw.db"), n) })
 	if err != nil {
 		return fmt.Errorf("raw insert: %w", err)
 	}
-	row("baseline: bulk INSERT of the rows (same driver)", raw, n)
+	row(t, "baseline: bulk INSERT of the rows (same driver)", raw, n)
 
-	if skipJS {
-		fmt.Println("baseline: WatermelonDB (LokiJS, Node): skipped (-skip-js)")
-	} else if ms, applyMS, err := jsFirstSync(srv, n); err != nil {
-		fmt.Printf("baseline: WatermelonDB (LokiJS, Node): skipped (%v)\n", err)
-	} else {
-		d := time.Duration(ms * float64(time.Millisecond))
-		fmt.Printf("%-50s %10s %12s   (apply %.0f ms; in-memory LokiJS, no disk)\n", "baseline: WatermelonDB synchronize() in Node", d.Round(time.Millisecond), rate(n, d), applyMS)
+	var js, jsLoki *jsResult
+	if !skipJS {
+		if js, err = jsFirstSync(srv, filepath.Join(dir, "wmdb.db")); err != nil {
+			fmt.Printf("(WatermelonDB on SQLite skipped: %v)\n", err)
+		} else {
+			t.add("baseline: WatermelonDB 0.28, SQLite adapter (Node)", js.d().Round(time.Millisecond).String(), js.cpu().Round(time.Millisecond).String(), rate(n, js.d()), "", mib(js.PeakRSS))
+		}
+		if loki {
+			if jsLoki, err = jsFirstSync(srv, ""); err != nil {
+				fmt.Printf("(WatermelonDB on LokiJS skipped: %v)\n", err)
+			} else {
+				t.add("WatermelonDB 0.28, LokiJS in memory (Node)", jsLoki.d().Round(time.Millisecond).String(), jsLoki.cpu().Round(time.Millisecond).String(), rate(n, jsLoki.d()), "", mib(jsLoki.PeakRSS))
+			}
+		}
 	}
+
+	ndb, normal, _, err := syncInto(filepath.Join(dir, "normal.db"), srv, nil, false)
+	if err != nil {
+		return fmt.Errorf("normal first sync: %w", err)
+	}
+	if got, err := count(ndb); err != nil || got != n {
+		return fmt.Errorf("normal first sync holds %d records (%v), want %d", got, err, n)
+	}
+	ndb.Close()
+	row(t, "Go client, not streamed (UnsafeTurbo off)", normal, n)
+
+	// Not eligible for the streamed sync: the file holds one local record.
+	ldb, local, llog, err := syncInto(filepath.Join(dir, "local.db"), srv, func(db *client.DB) error {
+		return db.Write(context.Background(), func(tx *client.Tx) error {
+			_, err := tx.Create("projects", map[string]any{"id": "local1", "name": "made before the first sync"})
+			return err
+		})
+	}, true)
+	if err != nil {
+		return fmt.Errorf("first sync into a file with a local record: %w", err)
+	}
+	if got, err := count(ldb); err != nil || got != n+1 || llog.Turbo {
+		return fmt.Errorf("first sync with a local record holds %d records (%v, turbo %v), want %d", got, err, llog.Turbo, n+1)
+	}
+	row(t, "Go client, not streamable (1 local record)", local, n)
+
+	// A replacement sync of the whole data set (the local record was pushed: n+1 records
+	// now): the server answers one when the
+	// client's lastPulledAt is one it never handed out.
+	if err := ldb.SetLocal(context.Background(), melonsync.KeyLastPulledAt, strconv.FormatInt(1<<50, 10)); err != nil {
+		return err
+	}
+	ldb.Close()
+	rdb, repl, rlog, err := syncInto(filepath.Join(dir, "local.db"), srv, nil, true)
+	if err != nil {
+		return fmt.Errorf("replacement sync: %w", err)
+	}
+	if got, err := count(rdb); err != nil || got != n+1 || rlog.RemoteChangeCount != n+1 {
+		return fmt.Errorf("replacement sync holds %d records (%v), pulled %d, want %d of each", got, err, rlog.RemoteChangeCount, n+1)
+	}
+	row(t, "Go client, replacement sync of every record", repl, n)
 
 	// An incremental sync: another device changes 10 records.
-	hc, _ := transport.NewClient(srv.url, transport.StaticToken(srv.token), "other-device")
-	pull, err := hc.Pull(context.Background(), client.PullArgs{})
+	inc, pulled, err := incremental(srv, rdb)
+	rdb.Close()
 	if err != nil {
 		return err
 	}
-	if pull.Body != nil {
-		pull.Body.Close()
+	t.print()
+	fmt.Printf("\nGo streamed first sync: CPU %s of the bulk-insert baseline's", ratio(turbo.CPU, raw.CPU))
+	if js != nil {
+		fmt.Printf("; WatermelonDB on SQLite takes %s its time and %s its CPU", ratio(js.d(), turbo.D), ratio(js.cpu(), turbo.CPU))
 	}
-	var upd []melonsync.RawRecord
-	for i := 0; i < 10; i++ {
-		upd = append(upd, melonsync.RawRecord{"id": fmt.Sprintf("t%d", i*97), "name": fmt.Sprintf("changed %d", i), "is_done": true, "position": float64(i), "project_id": "p0", "description": nil})
-	}
-	if _, err := hc.Push(context.Background(), melonsync.PushRequest{LastPulledAt: pull.Timestamp, Changes: melonsync.Changes{"tasks": {Updated: upd}}}); err != nil {
-		return err
-	}
-	hcA, _ := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-normal.db")
-	logA := &client.SyncLog{}
-	opts := hcA.Options()
-	opts.Log = logA
-	inc, err := measure.Run(func() error { return client.Synchronize(context.Background(), db, opts) })
-	if err != nil {
-		return fmt.Errorf("incremental sync: %w", err)
-	}
-	db.Close()
-	fmt.Printf("\nincremental sync after 10 changes on another device: %s (pulled %d records)\n", inc.D.Round(100*time.Microsecond), logA.RemoteChangeCount)
+	fmt.Printf("\nincremental sync after 10 changes on another device: %s (pulled %d records)\n", inc.Round(100*time.Microsecond), pulled)
 
 	if large > 0 {
 		fmt.Printf("\nstreamed first sync memory at two sizes (flat memory: the larger sync must not need more)\n")
-		fmt.Printf("%-12s %10s %12s %12s %12s\n", "records", "time", "rate", "heap peak", "RSS peak")
+		mt := &table{}
+		mt.add("records", "time", "CPU", "rate", "heap peak", "RSS peak")
 		for _, size := range []int{small, large} {
 			s, err := startServer(dir, size)
 			if err != nil {
 				return err
 			}
-			d, m, err := firstSync(dir, fmt.Sprintf("turbo-%d.db", size), s, true)
+			d, m, _, err := syncInto(filepath.Join(dir, fmt.Sprintf("turbo-%d.db", size)), s, nil, true)
 			s.close()
 			if err != nil {
 				return err
 			}
 			d.Close()
-			fmt.Printf("%-12d %10s %12s %12s %12s\n", size, m.D.Round(time.Millisecond), rate(size, m.D), mib(m.HeapPeak), mib(m.RSSPeak))
+			row(mt, strconv.Itoa(size), m, size)
 		}
+		mt.print()
 	}
 	return nil
+}
+
+// incremental changes 10 records from another device and syncs db.
+func incremental(srv *benchServer, db *client.DB) (time.Duration, int, error) {
+	hc, _ := transport.NewClient(srv.url, transport.StaticToken(srv.token), "other-device")
+	pull, err := hc.Pull(context.Background(), client.PullArgs{Turbo: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	var ts struct {
+		Timestamp int64 `json:"timestamp"`
+	}
+	err = json.NewDecoder(pull.Body).Decode(&ts)
+	pull.Body.Close()
+	if err != nil {
+		return 0, 0, err
+	}
+	var upd []melonsync.RawRecord
+	for i := 0; i < 10; i++ {
+		upd = append(upd, melonsync.RawRecord{"id": fmt.Sprintf("t%d", i*97), "name": fmt.Sprintf("changed %d", i), "is_done": true, "position": float64(i), "project_id": "p0", "description": nil})
+	}
+	if _, err := hc.Push(context.Background(), melonsync.PushRequest{LastPulledAt: ts.Timestamp, Changes: melonsync.Changes{"tasks": {Updated: upd}}}); err != nil {
+		return 0, 0, err
+	}
+	hcA, _ := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-local.db")
+	slog := &client.SyncLog{}
+	opts := hcA.Options()
+	opts.Log = slog
+	m, err := measure.Run(func() error { return client.Synchronize(context.Background(), db, opts) })
+	if err != nil {
+		return 0, 0, fmt.Errorf("incremental sync: %w", err)
+	}
+	return m.D, slog.RemoteChangeCount, nil
 }
 
 // rawInsert writes n rows shaped like the synced ones into a fresh SQLite file in one
@@ -297,54 +473,47 @@ func rawInsert(path string, n int) error {
 	return tx.Commit()
 }
 
-// jsFirstSync runs the real WatermelonDB client's first sync against srv with the
-// interop driver and returns the time spent in synchronize() and in applying.
-func jsFirstSync(srv *benchServer, n int) (ms, applyMS float64, err error) {
+// jsResult is what interop/firstsync.mjs prints.
+type jsResult struct {
+	Records    int     `json:"records"`
+	Seconds    float64 `json:"seconds"`
+	CPUSeconds float64 `json:"cpuSeconds"`
+	PeakRSS    uint64  `json:"peakRSS"`
+	Adapter    string  `json:"adapter"`
+	Logs       []any   `json:"logs"`
+}
+
+func (r *jsResult) d() time.Duration   { return time.Duration(r.Seconds * float64(time.Second)) }
+func (r *jsResult) cpu() time.Duration { return time.Duration(r.CPUSeconds * float64(time.Second)) }
+
+// jsFirstSync runs the real WatermelonDB client's first sync against srv, on its
+// SQLite adapter into file (or, file "", on LokiJS in memory).
+func jsFirstSync(srv *benchServer, file string) (*jsResult, error) {
 	if _, err := exec.LookPath("node"); err != nil {
-		return 0, 0, fmt.Errorf("node is not installed")
+		return nil, fmt.Errorf("node is not installed")
 	}
 	if out, err := exec.Command("bash", "interop/setup.sh").CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("interop/setup.sh: %v: %s", err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("interop/setup.sh: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	schemaJSON, err := os.ReadFile(filepath.Join("examples", "todo", "schema.json"))
-	if err != nil {
-		return 0, 0, err
+	cmd := exec.Command("node", "--max-old-space-size=8192", "interop/firstsync.mjs", srv.url, srv.token, filepath.Join("examples", "todo", "schema.json"))
+	if file != "" {
+		mods := filepath.Join("client", "testdata", "wmdb-sqlite")
+		if _, err := os.Stat(filepath.Join(mods, "node_modules", "better-sqlite3", "build", "Release", "better_sqlite3.node")); err != nil {
+			return nil, fmt.Errorf("better-sqlite3 is not installed: run sh %s/install.sh", mods)
+		}
+		abs, _ := filepath.Abs(mods)
+		cmd.Env = append(os.Environ(), "FIRSTSYNC_SQLITE="+file, "FIRSTSYNC_MODULES="+abs)
 	}
-	sc := map[string]any{
-		"url":     srv.url,
-		"schema":  json.RawMessage(schemaJSON),
-		"tokens":  map[string]string{"u": srv.token},
-		"clients": map[string]any{"A": map[string]any{"user": "u"}},
-		"steps":   []any{map[string]any{"op": "sync", "client": "A", "name": "first sync"}},
-	}
-	f, err := os.CreateTemp("", "firstsync-*.json")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer os.Remove(f.Name())
-	json.NewEncoder(f).Encode(sc)
-	f.Close()
-	out, err := exec.Command("node", "--max-old-space-size=8192", "interop/driver.mjs", f.Name()).Output()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var res struct {
-		OK    bool   `json:"ok"`
-		Error string `json:"error"`
-		Steps []struct {
-			MS     float64        `json:"ms"`
-			OK     bool           `json:"ok"`
-			Timing map[string]any `json:"timing"`
-			Count  int            `json:"count"`
-		} `json:"steps"`
-	}
+	var res jsResult
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil {
-		return 0, 0, fmt.Errorf("driver: %v (%v)", jerr, err)
+		return nil, errors.Join(fmt.Errorf("firstsync.mjs: %v: %s", jerr, strings.TrimSpace(stderr.String())), err)
 	}
-	if !res.OK || len(res.Steps) == 0 {
-		return 0, 0, fmt.Errorf("driver: %s", res.Error)
+	if res.Records == 0 {
+		return nil, fmt.Errorf("firstsync.mjs synced no record: %s", out)
 	}
-	s := res.Steps[0]
-	if a, ok := s.Timing["applyMs"].(float64); ok {
-		applyMS = a
-	}
-	return s.MS, applyMS, nil
+	return &res, nil
 }

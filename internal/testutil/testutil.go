@@ -1,6 +1,6 @@
 // Package testutil holds the helpers every package's tests share: the melonsync
 // binary built once per test run, the server's "listening" log line, a fresh
-// PostgreSQL schema per test, and a sync service served over HTTP in the test
+// PostgreSQL schema (and store) per test, and a sync service served over HTTP in the test
 // process. It is imported by tests only.
 package testutil
 
@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
@@ -143,6 +144,23 @@ func PostgresSchema(t TB, dsn, prefix string) (name, schemaDSN string) {
 func SQLiteStore(t TB, dir string) server.Store {
 	t.Helper()
 	s, err := sqlite.Open(filepath.Join(dir, "server.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// PostgresStore opens a server store in a fresh PostgreSQL schema of
+// $MELONSYNC_TEST_POSTGRES (see PostgresSchema; the test is skipped when it is not
+// set), closed and dropped when t ends.
+func PostgresStore(t TB, prefix string) server.Store {
+	t.Helper()
+	_, dsn := PostgresSchema(t, PostgresDSN(t), prefix)
+	if dsn == "" {
+		t.Fatal("MELONSYNC_TEST_POSTGRES is not a postgres:// URL")
+	}
+	s, err := postgres.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +21,8 @@ type Result struct {
 	HeapPeak uint64
 	// RSSPeak is the process's peak resident set during the run (Linux; 0 elsewhere).
 	RSSPeak uint64
+	// CPU is the process's user + system CPU time during the run (all goroutines).
+	CPU time.Duration
 }
 
 // Run runs fn and measures it.
@@ -47,13 +50,24 @@ func Run(fn func() error) (Result, error) {
 			}
 		}
 	}()
+	cpu0 := CPUTime()
 	start := time.Now()
 	err := fn()
 	d := time.Since(start)
+	cpu := CPUTime() - cpu0
 	close(stop)
 	<-done
 	p := max(top.Load(), base.HeapInuse)
-	return Result{D: d, HeapPeak: p - base.HeapInuse, RSSPeak: peakRSS()}, err
+	return Result{D: d, HeapPeak: p - base.HeapInuse, RSSPeak: peakRSS(), CPU: cpu}, err
+}
+
+// CPUTime returns the user + system CPU time the process has used so far.
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // peakRSS reads VmHWM from /proc/self/status.
