@@ -202,7 +202,7 @@ func syncInto(path string, srv *benchServer, prepare func(*client.DB) error, all
 			return fail(err)
 		}
 	}
-	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+filepath.Base(path))
+	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+filepath.Base(path), transport.WithTimeout(10*time.Minute))
 	if err != nil {
 		return fail(err)
 	}
