@@ -70,8 +70,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	if err := run(dir, *n, *small, *large, *skipJS, *loki); err != nil {
+	err = run(dir, *n, *small, *large, *skipJS, *loki)
+	os.RemoveAll(dir)
+	if err != nil {
 		log.Fatal(err)
 	}
 }
