@@ -41,6 +41,25 @@ func ldbRawSQL(t testing.TB, path string) *sql.DB {
 	return d
 }
 
+// ldbMaster lists sqlite_master: type, name, table and SQL of each entry.
+func ldbMaster(t testing.TB, d *sql.DB) [][4]string {
+	t.Helper()
+	rows, err := d.Query(`select type, name, tbl_name, coalesce(sql, '') from sqlite_master order by name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got [][4]string
+	for rows.Next() {
+		var r [4]string
+		if err := rows.Scan(&r[0], &r[1], &r[2], &r[3]); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	return got
+}
+
 func ldbUserVersion(t testing.TB, path string) int {
 	t.Helper()
 	d := ldbRawSQL(t, path)
@@ -58,16 +77,7 @@ func TestLayoutIsWatermelonDBs(t *testing.T) {
 	path := db.Path()
 	db.Close()
 	d := ldbRawSQL(t, path)
-	rows, err := d.Query(`select type, name, tbl_name, coalesce(sql, '') from sqlite_master order by name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got [][4]string
-	for rows.Next() {
-		var r [4]string
-		rows.Scan(&r[0], &r[1], &r[2], &r[3])
-		got = append(got, r)
-	}
+	got := ldbMaster(t, d)
 	// The text WatermelonDB's encodeSchema produces for this schema (SQLite keeps it
 	// with the leading keywords normalized).
 	want := [][4]string{

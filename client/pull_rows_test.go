@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/melonsync/melonsync/internal/testutil"
 )
 
 // The schema-driven decoder of the streamed first sync must accept, refuse and store
@@ -174,4 +176,45 @@ func FuzzTurboDecoder(f *testing.F) {
 		f.Add(body)
 	}
 	f.Fuzz(func(t *testing.T, body string) { compareTurbo(t, body) })
+}
+
+// The streamed first sync drops the secondary indexes for its load and builds them
+// again: the file ends with WatermelonDB's layout, and the indexes hold every row.
+func TestTurboKeepsLayoutAndIndexes(t *testing.T) {
+	db := ldbOpen(t, testutil.TodoSchema(t))
+	path := db.Path()
+	before := ldbMaster(t, ldbRawSQL(t, path))
+	var b strings.Builder
+	b.WriteString(`{"changes": {"tasks": {"created": [`)
+	for i := 0; i < 1500; i++ {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"id": "t%d", "name": "task %d", "project_id": "p%d"}`, i, i, i%7)
+	}
+	b.WriteString(`]}}, "timestamp": 10}`)
+	if err := Synchronize(context.Background(), db, SyncOptions{UnsafeTurbo: true, PullChanges: stBody(b.String())}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	d := ldbRawSQL(t, path)
+	if after := ldbMaster(t, d); !reflect.DeepEqual(before, after) {
+		t.Errorf("sqlite_master after the load:\n%v\nbefore:\n%v", after, before)
+	}
+	var ok string
+	if err := d.QueryRow(`pragma integrity_check`).Scan(&ok); err != nil || ok != "ok" {
+		t.Errorf("integrity_check: %q, %v", ok, err)
+	}
+	for _, q := range []string{
+		`select count(*) from "tasks" indexed by "tasks_project_id" where "project_id" = 'p3'`,
+		`select count(*) from "tasks" indexed by "tasks__status" where "_status" = 'synced'`,
+	} {
+		var n int
+		if err := d.QueryRow(q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 214, false: 1500}[strings.Contains(q, "p3")]; n != want {
+			t.Errorf("%s: %d, want %d", q, n, want)
+		}
+	}
 }

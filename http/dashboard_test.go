@@ -92,7 +92,9 @@ func TestDashboardInChromium(t *testing.T) {
 	do("sign in", chromedp.SendKeys(chromedp.ID("token"), adminToken), chromedp.Click(chromedp.CSS(`#login button[type=submit]`)),
 		chromedp.WaitVisible(chromedp.CSS(".stat")), chromedp.WaitVisible(chromedp.CSS(".chart svg rect")))
 	shot("overview")
-	do("the users page", chromedp.Click(chromedp.CSS(`a[href="#/users"]`)), chromedp.WaitVisible(chromedp.CSS("tbody tr")))
+	do("the users page", chromedp.Click(chromedp.CSS(`a[href="#/users"]`)),
+		// The overview has table rows too: wait for the users page's own links.
+		chromedp.WaitVisible(chromedp.CSS(`tr.click a[href="#/users/alice"]`)), chromedp.WaitVisible(chromedp.CSS(`tr.click a[href="#/users/bob"]`)))
 	usersText := text("main")
 	shot("users")
 	do("alice's page", chromedp.Click(chromedp.CSS(`a[href="#/users/alice"]`)),

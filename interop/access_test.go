@@ -4,9 +4,7 @@ package interop
 // (examples/teams/schema.json), on SQLite and (with MELONSYNC_TEST_POSTGRES) PostgreSQL.
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -18,35 +16,12 @@ var accessScenarios = []scenario{
 	{"public_table", scenarioPublicTable},
 }
 
-func TestWatermelonDBAccess(t *testing.T) {
-	requireNode(t)
-	t.Run("sqlite", func(t *testing.T) {
-		for _, sc := range accessScenarios {
-			t.Run(sc.name, func(t *testing.T) { sc.run(t, sqliteStore()) })
-		}
-	})
-	t.Run("postgres", func(t *testing.T) {
-		dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-		if dsn == "" {
-			t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-		}
-		for _, sc := range accessScenarios {
-			t.Run(sc.name, func(t *testing.T) { sc.run(t, postgresStore(dsn)) })
-		}
-	})
-}
+func TestWatermelonDBAccess(t *testing.T) { runScenarios(t, accessScenarios) }
 
 // newTeamsServer starts a server with the teams example schema on a fresh store of st.
 func newTeamsServer(t *testing.T, st store) *server {
 	t.Helper()
-	srv, err := startServerSchema(t, st.fresh(t), filepath.Join("..", "examples", "teams", "schema.json"))
-	if errors.Is(err, errNoPostgres) {
-		t.Skipf("the PostgreSQL store is missing: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv
+	return newServerSchema(t, st, filepath.Join("..", "examples", "teams", "schema.json"))
 }
 
 func teamRow(name string) M      { return M{"name": name, "created_at": 1} }

@@ -111,6 +111,47 @@ func postgresStore(dsn string) store {
 	}}
 }
 
+// scenario is one test of the real client, run on each store.
+type scenario struct {
+	name string
+	run  func(t *testing.T, st store)
+}
+
+// runScenarios runs every scenario on SQLite, then (with MELONSYNC_TEST_POSTGRES) on
+// PostgreSQL, each on a fresh store.
+func runScenarios(t *testing.T, scenarios []scenario) {
+	t.Helper()
+	requireNode(t)
+	t.Run("sqlite", func(t *testing.T) {
+		for _, sc := range scenarios {
+			t.Run(sc.name, func(t *testing.T) { sc.run(t, sqliteStore()) })
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
+		if dsn == "" {
+			t.Skip("MELONSYNC_TEST_POSTGRES is not set")
+		}
+		for _, sc := range scenarios {
+			t.Run(sc.name, func(t *testing.T) { sc.run(t, postgresStore(dsn)) })
+		}
+	})
+}
+
+// newServerSchema starts a server with schemaFile on a fresh store of st; it is
+// stopped when t ends.
+func newServerSchema(t *testing.T, st store, schemaFile string, args ...string) *server {
+	t.Helper()
+	srv, err := startServerSchema(t, st.fresh(t), schemaFile, args...)
+	if errors.Is(err, errNoPostgres) {
+		t.Skipf("the PostgreSQL store is missing: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
 // ---------------------------------------------------------------------------------------
 // The server process
 

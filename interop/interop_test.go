@@ -6,13 +6,13 @@ package interop
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -106,11 +106,6 @@ func project(name string, fav bool, position int) M {
 // ---------------------------------------------------------------------------------------
 // Stores and the test entry point
 
-type scenario struct {
-	name string
-	run  func(t *testing.T, st store)
-}
-
 var scenarios = []scenario{
 	{"1_first_and_incremental_sync", scenarioFirstAndIncremental},
 	{"2_conflict_then_merge", scenarioConflict},
@@ -125,45 +120,12 @@ var scenarios = []scenario{
 	{"11_lost_push_response", scenarioLostPushResponse},
 }
 
-func TestWatermelonDB(t *testing.T) {
-	requireNode(t)
-	t.Run("sqlite", func(t *testing.T) {
-		for _, sc := range scenarios {
-			t.Run(sc.name, func(t *testing.T) { sc.run(t, sqliteStore()) })
-		}
-	})
-	t.Run("postgres", func(t *testing.T) {
-		dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-		if dsn == "" {
-			t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-		}
-		st := postgresStore(dsn)
-		// Probe once: does this build serve from PostgreSQL at all?
-		probe, err := startServer(t, st.fresh(t))
-		if errors.Is(err, errNoPostgres) {
-			t.Skipf("the PostgreSQL store is missing: %v", err)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		probe.stop()
-		for _, sc := range scenarios {
-			t.Run(sc.name, func(t *testing.T) { sc.run(t, st) })
-		}
-	})
-}
+func TestWatermelonDB(t *testing.T) { runScenarios(t, scenarios) }
 
-// newServer starts a server on a fresh store of st.
+// newServer starts a server with the todo example schema on a fresh store of st.
 func newServer(t *testing.T, st store, args ...string) *server {
 	t.Helper()
-	srv, err := startServer(t, st.fresh(t), args...)
-	if errors.Is(err, errNoPostgres) {
-		t.Skipf("the PostgreSQL store is missing: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv
+	return newServerSchema(t, st, filepath.Join("..", "examples", "todo", "schema.json"), args...)
 }
 
 func bearer(tok string) M { return M{"Authorization": "Bearer " + tok} }

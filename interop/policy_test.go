@@ -6,7 +6,6 @@ package interop
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,40 +21,16 @@ import (
 )
 
 func TestWatermelonDBPolicies(t *testing.T) {
-	requireNode(t)
-	sc := []scenario{
+	runScenarios(t, []scenario{
 		{"12_policies_settle_in_one_sync", scenarioPolicies},
 		{"13_write_hook_refuses_with_reason", scenarioHook},
-	}
-	t.Run("sqlite", func(t *testing.T) {
-		for _, s := range sc {
-			t.Run(s.name, func(t *testing.T) { s.run(t, sqliteStore()) })
-		}
-	})
-	t.Run("postgres", func(t *testing.T) {
-		dsn := os.Getenv("MELONSYNC_TEST_POSTGRES")
-		if dsn == "" {
-			t.Skip("MELONSYNC_TEST_POSTGRES is not set")
-		}
-		for _, s := range sc {
-			t.Run(s.name, func(t *testing.T) { s.run(t, postgresStore(dsn)) })
-		}
 	})
 }
 
 // newPolicyServer serves examples/conflicts/schema.json from a fresh store of st.
 func newPolicyServer(t *testing.T, st store, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, db: st.fresh(t), schema: filepath.Join("..", "examples", "conflicts", "schema.json"), log: &lockedBuffer{}}
-	err := s.start("127.0.0.1:0", args...)
-	if errors.Is(err, errNoPostgres) {
-		t.Skipf("the PostgreSQL store is missing: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.stop)
-	return s
+	return newServerSchema(t, st, filepath.Join("..", "examples", "conflicts", "schema.json"), args...)
 }
 
 // 12. Device B changes a record between A's pull and A's push. Under client-wins

@@ -57,4 +57,25 @@
 // 409 check: the checker must refuse them.
 //
 // MELONSYNC_HISTORIES=N runs N histories per store (default 3, about 4 s each).
+//
+// # Soak (soak_test.go)
+//
+// Twelve Go devices of six users write and sync steadily (creations and deletions at
+// about the same rate, so tombstones keep coming while the data stays small) against
+// the server as melonsync serve runs it (device registry, a bounded sync log). Every
+// quarter of a short retention (a twelfth of the run) tombstones older than the
+// retention are purged, the bound being the clock a pull saw a retention ago; three
+// devices go offline for 1.5 retentions, writing locally, and come back: when the
+// server purged past their lastPulledAt their first pull must be a replacement, and at
+// the end every device must hold exactly its user's data. Ten times during the run the
+// test samples the Go heap (after a GC), RSS, goroutines, the SQLite file and WAL
+// sizes or PostgreSQL's bookkeeping tables (pg_total_relation_size: commits,
+// tombstones, moves, sync log, devices, and the synced tables), p50/p99 of pulls and
+// pushes, and a CPU probe; it prints the series and fails when the last intervals
+// outgrow the early steady state (medians of three: 2× for sizes; 3× for latencies
+// scaled to the early machine speed, compared only over intervals of 10 s or more,
+// p99 only with 1000 requests per interval). On PostgreSQL the test vacuums the
+// tables each interval, standing in for autovacuum, which the test machine has off
+// (MELONSYNC_SOAK_NO_VACUUM=1 to watch them grow without it). MELONSYNC_SOAK=5m sets
+// the duration (default 12 s).
 package reliability

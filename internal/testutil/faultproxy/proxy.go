@@ -35,16 +35,16 @@ func (d Direction) String() string {
 // zero faults are in place after New: it forwards as fast as it can. All methods are
 // safe for concurrent use.
 type Proxy struct {
-	upstream string
-	addr     string
+	addr string
 
-	mu      sync.Mutex
-	ln      net.Listener // nil while refusing
-	conns   map[*conn]struct{}
-	closed  bool
-	healed  chan struct{} // closed while no black hole is in place
-	cutRule [2]cutRule
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	upstream string
+	ln       net.Listener // nil while refusing
+	conns    map[*conn]struct{}
+	closed   bool
+	healed   chan struct{} // closed while no black hole is in place
+	cutRule  [2]cutRule
+	wg       sync.WaitGroup
 
 	latency  atomic.Int64 // nanoseconds added before each chunk is forwarded
 	accepted atomic.Int64
@@ -80,7 +80,19 @@ func New(upstream string) (*Proxy, error) {
 func (p *Proxy) Addr() string { return p.addr }
 
 // Upstream returns the address the proxy forwards to.
-func (p *Proxy) Upstream() string { return p.upstream }
+func (p *Proxy) Upstream() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.upstream
+}
+
+// SetUpstream makes new connections go to addr (a server that came back on another
+// port); open ones stay where they are.
+func (p *Proxy) SetUpstream(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.upstream = addr
+}
 
 // SetLatency delays every chunk of data by d before it is forwarded, in both
 // directions (a round trip then takes at least 2d more); 0 turns it off.
@@ -132,7 +144,8 @@ func (p *Proxy) CutAll() int {
 
 // CutAfter resets every connection, open or new, once it has forwarded n more bytes
 // in direction d (open connections count from this call, new ones from their start).
-// CutAfter(Down, 0) cuts a connection when its first answer arrives, before any of
+// The n bytes are delivered before the reset. CutAfter(Down, 0) cuts a connection
+// when its first answer arrives, before any of
 // it reaches the client: the request was delivered, the answer is lost. A negative
 // n turns the rule off.
 func (p *Proxy) CutAfter(d Direction, n int64) {
@@ -276,7 +289,7 @@ func (c *conn) run() {
 	if !c.p.waitHealed(c) {
 		return
 	}
-	up, err := net.DialTimeout("tcp", c.p.upstream, 10*time.Second)
+	up, err := net.DialTimeout("tcp", c.p.Upstream(), 10*time.Second)
 	if err != nil {
 		// What a client sees when the host behind a proxy is down.
 		c.cut()
@@ -333,9 +346,14 @@ func (c *conn) pipe(d Direction, dst, src *net.TCPConn) {
 				if keep := rule.n - forwarded; keep > 0 {
 					dst.Write(chunk[:keep])
 					p.bytes[d].Add(keep)
+					// A reset discards what the peer has not read yet: give it a
+					// moment to read what got through, as a transfer that dies
+					// mid-way delivers its first part.
+					time.Sleep(cutGrace)
 				}
-				if c.cut() {
-					p.cuts.Add(1)
+				p.cuts.Add(1) // before the peers can see the reset
+				if !c.cut() {
+					p.cuts.Add(-1)
 				}
 				return
 			}
@@ -357,6 +375,10 @@ func (c *conn) pipe(d Direction, dst, src *net.TCPConn) {
 		}
 	}
 }
+
+// cutGrace is how long CutAfter waits between the last bytes it lets through and
+// the reset.
+const cutGrace = 50 * time.Millisecond
 
 // cut resets both ends at once; false if the connection had ended already.
 func (c *conn) cut() bool {
