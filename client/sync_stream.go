@@ -69,55 +69,6 @@ func (s *changesSink) deleted(t, id string) error {
 	return nil
 }
 
-// insertSink inserts every pulled record as synced, straight into an empty database
-// (turbo first sync).
-type insertSink struct {
-	ctx      context.Context
-	db       *DB
-	tx       *Tx
-	log      *SyncLog
-	progress func(Progress)
-	n        int
-	warned   map[string]bool
-}
-
-func (s *insertSink) wantTable(t string) bool {
-	if s.db.Schema().Table(t) != nil {
-		return true
-	}
-	if s.warned == nil {
-		s.warned = map[string]bool{}
-	}
-	if !s.warned[t] {
-		s.warned[t] = true
-		s.log.warn("the server sent changes of table %q, which the local schema does not have; skipped", t)
-	}
-	return false
-}
-
-func (s *insertSink) record(t string, _ bool, rec Record) error {
-	if err := checkRemoteRaw(t, rec); err != nil {
-		return err
-	}
-	if err := s.tx.InsertSynced(t, rec); err != nil {
-		return fmt.Errorf("insert %s#%v: %w", t, rec["id"], err)
-	}
-	s.n++
-	if s.n%1000 == 0 {
-		if err := s.ctx.Err(); err != nil {
-			return err
-		}
-		if s.progress != nil {
-			s.progress(Progress{Phase: phaseInsertingTurboPrefx, Records: s.n, Total: -1})
-		}
-	}
-	return nil
-}
-
-// deleted ignores deletions: on an empty database there is nothing to delete, and a
-// first sync never lists an id twice.
-func (s *insertSink) deleted(string, string) error { return nil }
-
 // streamPullResponse decodes a pull answer token by token, handing each record to
 // sink as soon as it is read, so that memory does not grow with the answer.
 func streamPullResponse(ctx context.Context, r io.Reader, sink pullSink) (*streamResult, error) {

@@ -17,11 +17,10 @@ import (
 // layout. DESIGN.md, "Streamed first sync", says why.
 
 const (
-	turboRowArgs    = 1000 // arguments of one multi-row INSERT, at most
-	turboMaxRows    = 100  // rows of one multi-row INSERT, at most
-	turboBatches    = 4    // batches circulating between the goroutines
-	progressEvery   = 1000 // records between two progress reports
-	turboInsertName = phaseInsertingTurboPrefx
+	turboRowArgs  = 1000 // arguments of one multi-row INSERT, at most
+	turboMaxRows  = 100  // rows of one multi-row INSERT, at most
+	turboBatches  = 4    // batches circulating between the goroutines
+	progressEvery = 1000 // records between two progress reports
 )
 
 // rowsPerInsert is how many rows of ti one INSERT carries.
@@ -33,8 +32,10 @@ func (ti *tableInfo) multiInsertSQL(n int) string {
 	return "insert into \"" + ti.t.Name + "\" (" + ti.selectCols + ") values " + one + strings.Repeat(", "+one, n-1)
 }
 
-// turboLoad streams the answer r into the empty tables of tx (see insertSink for the
-// rules) and returns what the answer held besides records.
+// turboLoad streams the answer r into the empty tables of tx — every record inserted
+// as synced, deletions ignored (an empty database has nothing to delete), tables the
+// schema does not have skipped with a warning — and returns what the answer held
+// besides records.
 func (tx *Tx) turboLoad(ctx context.Context, r io.Reader, log *SyncLog, progress func(Progress)) (*streamResult, error) {
 	indexes, err := tx.dropIndexes()
 	if err != nil {
@@ -122,7 +123,7 @@ func (tx *Tx) turboPipeline(ctx context.Context, r io.Reader, log *SyncLog, prog
 				return nil, err
 			}
 			if progress != nil {
-				progress(Progress{Phase: turboInsertName, Records: reported, Total: -1})
+				progress(Progress{Phase: phaseInsertingTurboPrefx, Records: reported, Total: -1})
 			}
 		}
 	}

@@ -23,6 +23,9 @@ import (
 // hang) while PostgreSQL cannot be reached, says so on /healthz, and recovers by
 // itself.
 func TestNetworkFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load of some 25 s")
+	}
 	dsn := testDSN(t)
 	u, err := url.Parse(dsn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {

@@ -92,9 +92,10 @@ func newSyncLoad(t *testing.T, base string, tokens map[string]string, pushers, p
 		}
 		for p := 0; p < pullers; p++ {
 			name := fmt.Sprintf("%s-pull%d", u, p)
-			l.replica[name] = &pullReplica{user: u, records: map[string]string{}}
+			rep := &pullReplica{user: u, records: map[string]string{}}
+			l.replica[name] = rep
 			l.wg.Add(1)
-			go l.puller(name)
+			go l.puller(name, rep)
 		}
 	}
 	l.wg.Add(1)
@@ -218,9 +219,8 @@ func (l *syncLoad) pusher(user, device string) {
 	}
 }
 
-func (l *syncLoad) puller(name string) {
+func (l *syncLoad) puller(name string, rep *pullReplica) {
 	defer l.wg.Done()
-	rep := l.replica[name]
 	cl := &syncClient{base: l.base, token: l.tokens[rep.user], device: name, hc: l.hc}
 	for !l.stopped() {
 		l.pullOnce(cl, rep)

@@ -70,8 +70,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	if err := run(dir, *n, *small, *large, *skipJS, *loki); err != nil {
+	err = run(dir, *n, *small, *large, *skipJS, *loki)
+	os.RemoveAll(dir)
+	if err != nil {
 		log.Fatal(err)
 	}
 }
@@ -202,7 +203,7 @@ func syncInto(path string, srv *benchServer, prepare func(*client.DB) error, all
 			return fail(err)
 		}
 	}
-	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+filepath.Base(path))
+	hc, err := transport.NewClient(srv.url, transport.StaticToken(srv.token), "bench-"+filepath.Base(path), transport.WithTimeout(10*time.Minute))
 	if err != nil {
 		return fail(err)
 	}

@@ -256,6 +256,9 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		go m.purgeLoop(ctx, log)
 	}
 	go watchLoop(ctx, svc, log)
+	if v, ok := m.store.(vacuumer); ok {
+		go vacuumLoop(ctx, v, log)
+	}
 	select {
 	case err := <-errc:
 		return err
@@ -286,6 +289,32 @@ func (m *ServeMain) purgeLoop(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// vacuumer is a store that reclaims its own dead rows where nothing else does
+// (PostgreSQL with autovacuum off: postgres.Store.Vacuum).
+type vacuumer interface {
+	Vacuum(ctx context.Context) ([]string, error)
+}
+
+// vacuumLoop runs the store's Vacuum a minute after the start, then every five
+// minutes (it skips quickly when nothing passed its thresholds).
+func vacuumLoop(ctx context.Context, v vacuumer, log *slog.Logger) {
+	wait := time.Minute
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = 5 * time.Minute
+		done, err := v.Vacuum(ctx)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("vacuuming the store's tables failed", "err", err.Error())
+		} else if len(done) > 0 {
+			log.Debug("vacuumed", "tables", strings.Join(done, ","))
 		}
 	}
 }
