@@ -162,7 +162,7 @@ func TestFullDiskAnswers507(t *testing.T) {
 func TestFullSpoolAnswers507(t *testing.T) {
 	dir := testutil.SmallDisk(t, 1<<20)
 	h := storetest.NewHarness(t, testutil.SQLiteStore(t, t.TempDir()))
-	h.MustPush("alice", "d1", 0, projects("p", 200)) // ~200 KB of answer
+	h.MustPush("alice", "d1", 0, projects("p", 200))                                  // ~200 KB of answer
 	srv := testutil.NewServer(t, h.Svc, mhttp.Options{SpoolDir: dir, SpoolMemory: 1}) // every answer goes to a file
 	alice := srv.Token(t, "alice")
 	pull := func() answer { return call(t, "POST", srv.URL+"/api/sync/pull", alice, `{"lastPulledAt":null}`) }

@@ -7,3 +7,11 @@ func SetHeldLimit(n int) (restore func()) {
 	heldLimit = n
 	return func() { heldLimit = old }
 }
+
+// SetGapCheck turns the gap check of pulls (history.go) on or off, until the
+// returned function restores it.
+func SetGapCheck(on bool) (restore func()) {
+	old := checkGaps
+	checkGaps = on
+	return func() { checkGaps = old }
+}

@@ -47,11 +47,12 @@ func (s *Service) push(ctx context.Context, c Caller, p *PushParams, guard *hook
 // pushOnce is push without the handling of refused records.
 func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *hookGuard) (*melonsync.PushResponse, error) {
 	resp := &melonsync.PushResponse{OK: true}
-	wrote := false
+	wrote, gapped := false, false
 	var plan []planned
 	err := s.store.Write(ctx, func(tx WriteTx) error {
 		// A store may run this again after an aborted attempt: start afresh.
-		resp.RejectedIDs, resp.ResolvedIDs, resp.Timestamp, wrote, plan = nil, nil, 0, false, nil
+		resp.RejectedIDs, resp.ResolvedIDs, resp.Timestamp, wrote, gapped, plan = nil, nil, 0, false, false, nil
+		seen := s.history.highest.Load() // before the clock is read (history.go)
 		if err := checkClock(tx, p); err != nil {
 			return err
 		}
@@ -85,6 +86,13 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 			resp.Timestamp = clock
 			return err
 		}
+		clock, err := tx.Clock() // the clock before this transaction's version
+		if err != nil {
+			return err
+		}
+		if gapped, err = s.markGap(tx, clock, seen); err != nil {
+			return err
+		}
 		v, err := tx.Version()
 		if err != nil {
 			return err
@@ -104,6 +112,10 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		}
 		return nil, fmt.Errorf("push: %w", err)
 	}
+	if gapped {
+		s.history.resumed.Store(true)
+	}
+	s.history.saw(resp.Timestamp)
 	if resp.Timestamp > 0 && wrote {
 		s.deliver(ctx, changesOf(c, resp.Timestamp, plan))
 	}

@@ -16,6 +16,8 @@ type Service struct {
 	schema *schema.Schema
 	feed   Feed
 	hook   *writeHook // nil: no write hook (hook.go)
+	// history: restores and gaps (history.go)
+	history history
 }
 
 // New returns a Service over store for schema s. The store must have been prepared
@@ -116,21 +118,9 @@ func (s *Service) Pull(ctx context.Context, c Caller, p PullParams, w io.Writer)
 			return err
 		}
 		since := p.LastPulledAt
-		strategy := ""
-		if p.Replacement && since > 0 {
-			strategy = melonsync.StrategyReplacement
-		} else if since > clock {
-			// A lastPulledAt this server never handed out (say, the database was
-			// restored from a backup): only a replacement answer is correct.
-			strategy = melonsync.StrategyReplacement
-		} else if since > 0 {
-			purged, err := tx.PurgedThrough()
-			if err != nil {
-				return err
-			}
-			if since < purged {
-				strategy = melonsync.StrategyReplacement
-			}
+		strategy, err := s.strategy(tx, p, clock)
+		if err != nil {
+			return err
 		}
 		tables := s.schema.TablesAt(sv)
 		var pg *page

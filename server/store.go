@@ -49,6 +49,9 @@ type ReadTx interface {
 	// PurgedThrough returns the version through which tombstones may have been purged
 	// (0 when never).
 	PurgedThrough() (int64, error)
+	// InGap reports whether v lies in a gap MarkGap recorded: a version this store's
+	// history never handed out (history.go).
+	InGap(v int64) (bool, error)
 	// Scan calls fn for every row of t that matches f, with Values holding the
 	// columns cols in order. The Row passed to fn is reused between calls.
 	Scan(t *schema.Table, cols []schema.Column, f Filter, fn func(*Row) error) error
@@ -90,6 +93,13 @@ type WriteTx interface {
 	// Version returns the version of this transaction's writes, allocating it on the
 	// first call. It is greater than every version committed before.
 	Version() (int64, error)
+	// MarkGap records, with this transaction, that no version between after and this
+	// transaction's version (both excluded) belongs to the store's history: after is
+	// the clock the transaction read (history.go). Call it before Version: it
+	// allocates the version, and a store whose writers run concurrently reads the
+	// clock again under its clock lock (a later clock than after, never a lower
+	// one). Gaps wholly below the purge horizon may be dropped.
+	MarkGap(after int64) error
 	// Apply performs ops on t with this transaction's version.
 	Apply(t *schema.Table, ops []Op) error
 	// Memberships returns the groups of kind g that user is a member of as this

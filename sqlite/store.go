@@ -94,7 +94,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_from_usr" ON "__melon_moves" ("tbl", "from_usr", "version") WHERE "from_usr" <> ''`,
 		`CREATE INDEX IF NOT EXISTS "__melon_moves_to_usr" ON "__melon_moves" ("tbl", "to_usr", "version") WHERE "to_usr" <> ''`,
 	}
-	stmts = append(stmts, adminTables...)
+	stmts = append(append(stmts, adminTables...), gapTables...)
 	for _, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("sqlite: migrate: %w", err)

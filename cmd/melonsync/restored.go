@@ -16,7 +16,7 @@ func runRestored(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("restored", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	setUsage(fs, "melonsync restored --db STORE [flags]",
-		"Marks a store just restored from a backup: its clock moves past every timestamp\nthe lost history handed out and every device's next pull is a replacement sync,\nso no device keeps believing it is in sync with writes the backup does not have.\nRun it with every server stopped, before starting them again.")
+		"Marks a store just restored from a backup: its clock moves past every timestamp\nthe lost history handed out and every device's next pull is a replacement sync,\nwhenever it last synced. Servers do the same by themselves for the devices that\nsynced after the backup was taken (docs/operations.md, \"Restoring a backup\");\nuse this when other programs wrote the restored store first, or the clock was set\nback. Run it with every server stopped, before starting them again.")
 	db := fs.String("db", "./melonsync.db", "the restored store: a SQLite file path or a postgres:// URL")
 	margin := fs.Duration("margin", time.Minute, "how far past now the clock moves (timestamps may run slightly ahead of the wall clock)")
 	if err := fs.Parse(args); err != nil {

@@ -210,6 +210,11 @@ func (m *ServeMain) Run(ctx context.Context) error {
 		log.Info("cors", "origins", strings.Join(origins, ","))
 	}
 	svc := server.New(store, sch)
+	// Mark where this process's history starts: a device holding a timestamp of a
+	// history the store no longer has (a restored backup) then gets a replacement.
+	if _, err := svc.Resume(ctx); err != nil {
+		log.Warn("could not mark the start of this process in the store; the first push will", "err", err.Error())
+	}
 	if err := m.setHook(svc, log); err != nil {
 		return err
 	}

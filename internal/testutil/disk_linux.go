@@ -11,4 +11,3 @@ func mountTmpfs(dir string, size int64) error {
 func unmount(dir string) error {
 	return syscall.Unmount(dir, syscall.MNT_DETACH)
 }
-
