@@ -36,6 +36,9 @@ func (h *Handler) decodePush(r *http.Request,
 		b.release()
 		return nil, func() {}, err
 	}
+	if b.wire.f != nil {
+		h.storage.ok(fullSpool) // the spool directory had room again
+	}
 	return p, b.release, nil
 }
 

@@ -106,8 +106,8 @@ func jsonString(s string) string {
 }
 
 // TestFullPushSpoolAnswers507: a large push whose copy cannot be spooled (the disk is
-// full) is the server's failure: 507 storage_full, nothing written; once space is
-// back the same push applies.
+// full) is the server's failure: 507 storage_full, nothing written, /healthz says
+// the spool is full; once space is back the same push applies and /healthz is 200.
 func TestFullPushSpoolAnswers507(t *testing.T) {
 	dir := testutil.SmallDisk(t, 1<<20)
 	h := storetest.NewHarness(t, testutil.SQLiteStore(t, t.TempDir()))
@@ -122,8 +122,15 @@ func TestFullPushSpoolAnswers507(t *testing.T) {
 	if c, _, _ := h.Pull(server.Caller{User: "alice"}, server.PullParams{}).Changes.Count(); c != 0 {
 		t.Fatalf("%d records written by a refused push", c)
 	}
+	hz := call(t, "GET", srv.URL+"/healthz", "", "")
+	if full, _ := hz.body["full"].(map[string]any); hz.status != 503 || full["spool"] == nil {
+		t.Fatalf("/healthz with a full spool: %d %v", hz.status, hz.body)
+	}
 	free()
 	if a := call(t, "POST", srv.URL+"/api/sync/push", alice, body); a.status != 200 {
 		t.Fatalf("push once space is back: %d %v", a.status, a.body)
+	}
+	if hz := call(t, "GET", srv.URL+"/healthz", "", ""); hz.status != 200 {
+		t.Fatalf("/healthz after a spooled push succeeded: %d %v", hz.status, hz.body)
 	}
 }

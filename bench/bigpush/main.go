@@ -2,7 +2,8 @@
 // RSS of the server process (and bytes allocated) for one push and for several
 // concurrent pushes of many records each, with the large-body bound (the default,
 // --max-large-bodies 2) and without it, each in a fresh process of its own, printed
-// side by side. -gzip sends the bodies gzipped.
+// side by side. -gzip sends the bodies gzipped; BIGPUSH_MEMPROFILE=file writes the
+// allocation profile of each variant's process (the last one run keeps the file).
 //
 //	go run ./bench/bigpush -n 400000 -pushes 1,4
 package main
@@ -20,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,6 +137,11 @@ func run(n, pushes, large int, zip bool) error {
 	}
 	wg.Wait()
 	runtime.ReadMemStats(&ms1)
+	if f := os.Getenv("BIGPUSH_MEMPROFILE"); f != "" {
+		out, _ := os.Create(f)
+		pprof.Lookup("allocs").WriteTo(out, 0)
+		out.Close()
+	}
 	for _, err := range errs {
 		if err != nil {
 			return err

@@ -14,22 +14,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -39,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/melonsync/melonsync"
+	"github.com/melonsync/melonsync/bench/internal/serve"
 	mhttp "github.com/melonsync/melonsync/http"
 	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
@@ -73,9 +67,7 @@ type bench struct {
 
 func run(dsn string, n, pushN, runs int, bin string) error {
 	ctx := context.Background()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	schemaPath := filepath.Join(root, "examples", "todo", "schema.json")
+	schemaPath := serve.TodoSchema()
 	sch, err := schema.Load(schemaPath)
 	if err != nil {
 		return err
@@ -86,30 +78,22 @@ func run(dsn string, n, pushN, runs int, bin string) error {
 	}
 	defer os.RemoveAll(dir)
 	if bin == "" {
-		bin = filepath.Join(dir, "melonsync")
-		if out, err := exec.Command("go", "build", "-o", bin, "github.com/melonsync/melonsync/cmd/melonsync").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build: %v\n%s", err, out)
+		if bin, err = serve.Build(dir); err != nil {
+			return err
 		}
 	}
 
 	// A fresh schema, dropped at the end.
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "melon_bench_" + hex.EncodeToString(b)
-	u, err := url.Parse(dsn)
+	bdsn, _, drop, err := serve.FreshSchema(dsn, "melon_bench_")
 	if err != nil {
 		return err
 	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	bdsn := u.String()
+	defer drop()
 	conn, err := pgx.Connect(ctx, bdsn)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
-	defer conn.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+name+` CASCADE`)
 
 	// Seed n records through the store (melonsync's own write path), 10k per push.
 	store, err := postgres.Open(ctx, bdsn)
@@ -142,11 +126,12 @@ func run(dsn string, n, pushN, runs int, bin string) error {
 	}
 
 	secret := "bench-secret-0123456789abcdef"
-	base, pid, stop, err := startServer(bin, bdsn, schemaPath, secret)
+	proc, err := serve.Start(bin, bdsn, schemaPath, secret)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer proc.Stop()
+	base, pid := proc.URL, proc.Pid
 	auth, _ := mhttp.NewAuth([]byte(secret))
 	tok, _ := auth.Mint("bench", time.Hour)
 	bn := &bench{ctx: ctx, dsn: bdsn, conn: conn, sch: sch, base: base, pid: pid, token: tok}
@@ -338,49 +323,4 @@ func readPeak(pid int) int64 {
 		}
 	}
 	return 0
-}
-
-var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
-
-// startServer runs "melonsync serve" on a free port and returns its URL, pid and a
-// function that stops it.
-func startServer(bin, dsn, schemaPath, secret string) (string, int, func(), error) {
-	cmd := exec.Command(bin, "serve", "--db", dsn, "--addr", "127.0.0.1:0", "--schema", schemaPath, "--log-format", "text")
-	cmd.Env = append(os.Environ(), "MELONSYNC_JWT_SECRET="+secret)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, err
-	}
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-		}
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return "http://" + a, cmd.Process.Pid, stop, nil
-	case <-time.After(60 * time.Second):
-		stop()
-		return "", 0, nil, fmt.Errorf("melonsync serve did not start")
-	}
 }

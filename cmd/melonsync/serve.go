@@ -104,7 +104,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.IntVar(&m.Limits.LargeBodies, "max-large-bodies", d.LargeBodies, "request bodies over --large-body read and decoded at once (others wait up to --limit-wait, then 503)")
 	fs.Int64Var(&m.Limits.LargeBody, "large-body", d.LargeBody, "size in bytes (after gunzip) from which a request body counts as large")
 	fs.DurationVar(&m.Limits.Wait, "limit-wait", d.Wait, "how long a request waits for a free slot before it is refused with 503")
-	fs.StringVar(&m.SpoolDir, "spool-dir", "", "directory for pull answers over 1 MiB while they are sent (default: the system's temporary directory)")
+	fs.StringVar(&m.SpoolDir, "spool-dir", "", "directory for pull answers over 1 MiB while they are sent, and for a copy of push bodies over 1 MiB while they are decoded (default: the system's temporary directory)")
 	fs.IntVar(&m.ReadConns, "read-conns", 0, "PostgreSQL: connections of the pool that pulls use, apart from the writes' pool (default: the size of the writes' pool)")
 	fs.StringVar(&m.HookURL, "hook-url", getenv("MELONSYNC_HOOK_URL"), "POST every push to this URL of the app's backend before it is written (env MELONSYNC_HOOK_URL; see docs/conflicts.md)")
 	fs.StringVar(&m.HookSecret, "hook-secret", getenv("MELONSYNC_HOOK_SECRET"), "secret that signs hook requests (X-Melon-Signature); prefer env MELONSYNC_HOOK_SECRET")
