@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/melonsync/melonsync/internal/testutil"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/testutil"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 )

@@ -29,10 +29,10 @@ type spool struct {
 	max     int
 	dir     string
 	pattern string // of the temporary file's name (default "melonsync-pull-*")
-	mem  bytes.Buffer
-	f    *os.File
-	name string // set while the file still has a name to remove
-	n    int64
+	mem     bytes.Buffer
+	f       *os.File
+	name    string // set while the file still has a name to remove
+	n       int64
 }
 
 func (s *spool) Write(p []byte) (int, error) {

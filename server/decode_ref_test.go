@@ -106,4 +106,3 @@ func decodeChangesFast(s *schema.Schema, raw json.RawMessage) (*PushParams, bool
 	}
 	return p, true
 }
-

@@ -169,7 +169,7 @@ func lookupPushed(tx WriteTx, p *PushParams, guard *hookGuard) ([]map[string]Met
 func (s *Service) planTable(tx WriteTx, c Caller, p *PushParams, tp *TablePush, metas map[string]Meta, may *rights, st *pushState) error {
 	t := tp.Table
 	ops := make([]Op, 0, len(tp.Created)+len(tp.Updated)+len(tp.Deleted)) // one allocation, not a doubling per power of two
-	var contest contested // changed on the server since lastPulledAt: the table's policy decides
+	var contest contested                                                 // changed on the server since lastPulledAt: the table's policy decides
 	reject := func(id string) { st.rejected[t.Name] = append(st.rejected[t.Name], id) }
 	conflict := func(id string) { st.conflicts[t.Name] = append(st.conflicts[t.Name], id) }
 	insert := func(r PushedRecord) {
