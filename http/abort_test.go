@@ -57,7 +57,8 @@ func (tx *failingTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter
 // A pull whose store fails after the answer has started streaming (Options.StreamPulls)
 // must not reach the client as a complete 200: the connection is broken, so the body
 // ends in an error, for gzipped and identity answers alike. A spooled pull (the
-// default) has sent nothing yet when the store fails: it answers a clean 500.
+// default) that fails within its first MiB of JSON has sent nothing yet: it answers a
+// clean 500 (a later failure: TestSpooledPullFailingLateBreaksTheBody).
 func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	base, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {

@@ -441,25 +441,54 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		h.streamPull(w, r, c, p)
 		return
 	}
-	sp := &spool{max: h.opts.SpoolMemory, dir: h.opts.SpoolDir}
-	defer sp.Close()
+	// The store is read on a goroutine of its own into the spool, which is sent as
+	// it grows (spool.go says when sending starts).
+	ctx, cancel := context.WithCancel(r.Context())
+	sp := newPullSpool(h.opts.SpoolMemory, h.opts.SpoolDir)
 	ans := &spooledAnswer{sp: sp, gzipOK: acceptsGzip(r)}
-	err = h.svc.Pull(r.Context(), c, p, ans)
-	if err == nil {
-		err = ans.Close()
-	}
-	// The store is read: the global slot goes to the next pull while this answer
-	// is sent, however slowly the client reads (its user's slot stays taken).
-	release()
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		err := h.svc.Pull(ctx, c, p, ans)
+		if err == nil {
+			err = ans.Close()
+		}
+		// The store is read: the global slot goes to the next pull while this
+		// answer is sent, however slowly the client reads (its user's slot stays
+		// taken).
+		release()
+		if err == nil {
+			h.pullDone(r, c, &p)
+			if sp.spilled() {
+				h.storage.ok(fullSpool) // this answer went to a file: the spool has room again
+			}
+		}
+		sp.finish(err)
+	}()
+	defer func() {
+		cancel()
+		<-read
+		sp.Close()
+	}()
+	whole, err := sp.ready()
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.pullDone(r, c, &p)
-	if sp.f != nil {
-		h.storage.ok(fullSpool) // this answer went to a file: the spool has room again
+	err = ans.send(w, h.opts.SendStall, whole)
+	var re *readErr
+	if errors.As(err, &re) {
+		if r.Context().Err() != nil {
+			return // the client went away: nothing is wrong with the server
+		}
+		// Headers are gone: cut the stream so the client sees a broken body.
+		if where := storageFull(re.err); where != "" {
+			h.storage.failed(where)
+		}
+		h.log.Error("pull failed mid-answer", "err", re.err.Error())
+		panic(http.ErrAbortHandler)
 	}
-	if err := ans.send(w, h.opts.SendStall); err != nil && r.Context().Err() == nil {
+	if err != nil && r.Context().Err() == nil {
 		h.log.Warn("pull: sending the answer failed", "err", err.Error())
 	}
 }

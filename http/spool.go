@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -89,10 +90,150 @@ func (s *spool) Close() error {
 	return err
 }
 
-// spooledAnswer is a pull answer written into a spool: gzipped once it reaches
+// A pull answer is sent while it is spooled: the store's read runs on a goroutine of
+// its own, writing into the spool, and the handler sends what the spool holds as it
+// grows. The store is still read at its own pace and given back as soon as the answer
+// is read, however slowly the client reads; but the client gets its first bytes
+// while the server still reads, so that it can work on them (the Go client's streamed
+// first sync inserts them) instead of waiting for the whole answer. An answer is
+// sent only once its first sendAfter bytes (of JSON, before gzip) are read without
+// error: a smaller answer is sent whole or not at all (an error is a clean error
+// answer); a read that fails later cuts the connection, so the client sees a body
+// cut short, never a complete 200.
+
+// sendAfter is how much of an answer (bytes of JSON) is read before it starts to be
+// sent.
+const sendAfter = 1 << 20
+
+// wakeEvery is how many spooled bytes wake the sender up (fewer, larger writes).
+const wakeEvery = 32 << 10
+
+// pullSpool is a spool written by one goroutine and followed by another.
+type pullSpool struct {
+	mu       sync.Mutex
+	cond     sync.Cond
+	sp       spool
+	answered int64 // bytes of the answer written (before gzip)
+	woken    int64 // sp.n when the follower was last woken up
+	gzipped  bool  // the answer is gzipped (known once answered >= gzipMin)
+	done     bool  // the writer has finished, with err
+	err      error
+}
+
+func newPullSpool(max int, dir string) *pullSpool {
+	ps := &pullSpool{sp: spool{max: max, dir: dir}}
+	ps.cond.L = &ps.mu
+	return ps
+}
+
+func (ps *pullSpool) Write(p []byte) (int, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	n, err := ps.sp.Write(p)
+	if ps.sp.n-ps.woken >= wakeEvery {
+		ps.woken = ps.sp.n
+		ps.cond.Broadcast()
+	}
+	return n, err
+}
+
+// wrote notes that n more bytes of the answer were written (gzipped or not).
+func (ps *pullSpool) wrote(n int, gzipped bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	before := ps.answered
+	ps.answered += int64(n)
+	ps.gzipped = gzipped
+	if before < sendAfter && ps.answered >= sendAfter {
+		ps.cond.Broadcast()
+	}
+}
+
+// finish ends the answer with the writer's outcome.
+func (ps *pullSpool) finish(err error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.done, ps.err = true, err
+	ps.cond.Broadcast()
+}
+
+// ready waits until the answer can be sent: its first sendAfter bytes are read, or
+// it is read whole. It returns whether it is whole, and the writer's error (then
+// nothing is to be sent).
+func (ps *pullSpool) ready() (whole bool, err error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for !ps.done && ps.answered < sendAfter {
+		ps.cond.Wait()
+	}
+	return ps.done, ps.err
+}
+
+// spilled reports whether the answer went to a temporary file.
+func (ps *pullSpool) spilled() bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.sp.f != nil
+}
+
+// readErr is the writer's error met by a follower: the answer cannot be whole.
+type readErr struct{ err error }
+
+func (e *readErr) Error() string { return e.err.Error() }
+func (e *readErr) Unwrap() error { return e.err }
+
+// follower reads a pullSpool from the start as it grows; it ends with io.EOF once
+// the writer finished, or with a *readErr when it failed.
+type follower struct {
+	ps  *pullSpool
+	off int64
+}
+
+func (f *follower) Read(p []byte) (int, error) {
+	ps := f.ps
+	ps.mu.Lock()
+	for ps.sp.n <= f.off && !ps.done {
+		ps.cond.Wait()
+	}
+	n, file, err := ps.sp.n, ps.sp.f, ps.err
+	if f.off >= n { // then the writer is done
+		ps.mu.Unlock()
+		if err != nil {
+			return 0, &readErr{err}
+		}
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), n-f.off)]
+	if file == nil {
+		m := copy(p, ps.sp.mem.Bytes()[f.off:])
+		ps.mu.Unlock()
+		f.off += int64(m)
+		return m, nil
+	}
+	ps.mu.Unlock()
+	// The file only grows while the writer runs; its first n bytes are written.
+	m, rerr := file.ReadAt(p, f.off)
+	f.off += int64(m)
+	if m > 0 {
+		return m, nil
+	}
+	if rerr == nil || rerr == io.EOF {
+		rerr = io.ErrUnexpectedEOF
+	}
+	return 0, rerr
+}
+
+// Close removes the temporary file, if any; only once the writer is done.
+func (ps *pullSpool) Close() error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.sp.Close()
+}
+
+// spooledAnswer is a pull answer written into a pull spool: gzipped once it reaches
 // gzipMin bytes when the client accepts gzip, as is otherwise.
 type spooledAnswer struct {
-	sp     *spool
+	sp     *pullSpool
 	gzipOK bool
 	head   []byte // the first bytes, until the gzip decision
 	gz     *gzip.Writer
@@ -100,6 +241,14 @@ type spooledAnswer struct {
 }
 
 func (a *spooledAnswer) Write(p []byte) (int, error) {
+	n, err := a.write(p)
+	if a.gz != nil || a.direct {
+		a.sp.wrote(n, a.gz != nil)
+	}
+	return n, err
+}
+
+func (a *spooledAnswer) write(p []byte) (int, error) {
 	switch {
 	case a.gz != nil:
 		return a.gz.Write(p)
@@ -132,22 +281,26 @@ func (a *spooledAnswer) Close() error {
 	return err
 }
 
-// send writes the spooled answer as a 200 with its length, cutting the connection
-// when the client makes no progress for stall.
-func (a *spooledAnswer) send(w http.ResponseWriter, stall time.Duration) error {
-	src, err := a.sp.reader()
-	if err != nil {
-		return err
-	}
+// send writes the spooled answer as a 200 (with its length when it is whole),
+// following the spool as it grows, and cutting the connection when the client makes
+// no progress for stall. An error of the writer met on the way is a *readErr.
+func (a *spooledAnswer) send(w http.ResponseWriter, stall time.Duration, whole bool) error {
+	ps := a.sp
+	ps.mu.Lock()
+	gzipped, length := ps.gzipped, ps.sp.n
+	ps.mu.Unlock()
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Add("Vary", "Accept-Encoding")
-	if a.gz != nil {
+	if gzipped {
 		h.Set("Content-Encoding", "gzip")
 	}
-	h.Set("Content-Length", itoa(int(a.sp.Len())))
+	if whole {
+		h.Set("Content-Length", itoa(int(length)))
+	}
 	w.WriteHeader(200)
 	rc := http.NewResponseController(w)
+	src := &follower{ps: ps}
 	buf := make([]byte, 64<<10)
 	for {
 		n, rerr := src.Read(buf)
@@ -155,6 +308,9 @@ func (a *spooledAnswer) send(w http.ResponseWriter, stall time.Duration) error {
 			rc.SetWriteDeadline(time.Now().Add(stall))
 			if _, err := w.Write(buf[:n]); err != nil {
 				return err
+			}
+			if !whole {
+				rc.Flush()
 			}
 		}
 		if rerr == io.EOF {
