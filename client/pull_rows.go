@@ -11,8 +11,8 @@ import (
 )
 
 // rowDecoder is the schema-driven decoder of a pull answer for the streamed first
-// sync: each record is read straight into a row of insert arguments (id, _status,
-// _changed, then the table's columns, sanitized), in a batch buffer that is reused,
+// sync: each record is read straight into a row of insert arguments (id, then the
+// table's columns, sanitized; the INSERT sets _status and _changed), in a batch buffer that is reused,
 // without building a map per record. It checks and decodes exactly what
 // streamPullResponse does (records as WatermelonDB's validateRemoteRaw wants them,
 // values as sanitizeRaw makes them); rows_test.go compares the two.
@@ -36,11 +36,12 @@ type rowBatch struct {
 	res *streamResult
 }
 
-// width is the number of arguments of one row of ti.
-func (ti *tableInfo) width() int { return len(ti.t.Columns) + 3 }
+// width is the number of arguments of one row of ti in the streamed first sync's
+// INSERT: the id and the columns (its SQL text sets _status and _changed).
+func (ti *tableInfo) width() int { return len(ti.t.Columns) + 1 }
 
-// colIndex maps a key of a remote record to its argument slot in a row: 0 for "id",
-// -1 for "_status" and "_changed" (not allowed), 3+i for column i.
+// slot maps a key of a remote record to its argument slot in a row: 0 for "id",
+// -1 for "_status" and "_changed" (not allowed), 1+i for column i.
 func (ti *tableInfo) slot(key []byte) (int, bool) {
 	i, ok := ti.slots[string(key)]
 	return i, ok
@@ -264,9 +265,9 @@ func (d *rowDecoder) record(ti *tableInfo, kind string) error {
 				row[0] = unset
 			}
 		case composite:
-			row[i] = sqlitedb.Bind(ti.t.Columns[i-3].Default())
+			row[i] = sqlitedb.Bind(ti.t.Columns[i-1].Default())
 		default:
-			row[i] = sqlitedb.Bind(ti.t.Columns[i-3].Sanitize(v))
+			row[i] = sqlitedb.Bind(ti.t.Columns[i-1].Sanitize(v))
 		}
 	}
 	id, ok := row[0].(string)
@@ -278,10 +279,9 @@ func (d *rowDecoder) record(ti *tableInfo, kind string) error {
 		err := fmt.Errorf("%w: invalid raw record in %s (id %v): records must have a string 'id' matching ^[A-Za-z0-9_.-]{1,64}$ and no '_status' or '_changed'", ErrInvalid, ti.t.Name, shown)
 		return &sinkError{&SyncError{Kind: KindInvalidData, Op: "pull", Message: err.Error(), Err: err}}
 	}
-	row[1], row[2] = StatusSynced, ""
-	for i := 3; i < len(row); i++ {
+	for i := 1; i < len(row); i++ {
 		if row[i] == unset {
-			row[i] = sqlitedb.Bind(ti.t.Columns[i-3].Default())
+			row[i] = sqlitedb.Bind(ti.t.Columns[i-1].Default())
 		}
 	}
 	b.args = b.args[:base+len(row)]

@@ -29,11 +29,13 @@ type tableInfo struct {
 	selectSQL  string // select <selectCols> from "t"
 	insertSQL  string
 	updateSQL  string // sets _status, _changed and every column, where "id" is ?
-	// slots maps a key of a remote record to its place in a row of insert arguments:
-	// 0 for "id", 3+i for column i, -1 for "_status" and "_changed".
+	// slots maps a key of a remote record to its place in a row of the streamed first
+	// sync's insert arguments: 0 for "id", 1+i for column i, -1 for "_status" and
+	// "_changed" (not allowed: the statement sets them).
 	slots map[string]int
-	// bulkInsertSQL inserts rowsPerInsert rows (the streamed first sync).
-	bulkInsertSQL string
+	// bulkInsertSQL inserts rowsPerInsert rows (the streamed first sync);
+	// syncedInsertSQL one (insertBatch's retry).
+	bulkInsertSQL, syncedInsertSQL string
 }
 
 func newTableInfo(t *schema.Table) *tableInfo {
@@ -49,7 +51,7 @@ func newTableInfo(t *schema.Table) *tableInfo {
 	q := `"` + t.Name + `"`
 	slots := map[string]int{"id": 0, "_status": -1, "_changed": -1}
 	for i, c := range t.Columns {
-		slots[c.Name] = 3 + i
+		slots[c.Name] = 1 + i
 	}
 	ti := &tableInfo{
 		slots:      slots,
@@ -60,6 +62,7 @@ func newTableInfo(t *schema.Table) *tableInfo {
 		updateSQL:  "update " + q + " set " + set.String() + ` where "id" is ?`,
 	}
 	ti.bulkInsertSQL = ti.multiInsertSQL(ti.rowsPerInsert())
+	ti.syncedInsertSQL = ti.multiInsertSQL(1)
 	return ti
 }
 

@@ -26,9 +26,10 @@ const (
 // rowsPerInsert is how many rows of ti one INSERT carries.
 func (ti *tableInfo) rowsPerInsert() int { return max(1, min(turboMaxRows, turboRowArgs/ti.width())) }
 
-// multiInsertSQL is the INSERT of n rows of ti.
+// multiInsertSQL is the INSERT of n synced rows of ti, each given by width
+// arguments: the id and the columns.
 func (ti *tableInfo) multiInsertSQL(n int) string {
-	one := "(?" + strings.Repeat(", ?", ti.width()-1) + ")"
+	one := "(?, '" + StatusSynced + "', ''" + strings.Repeat(", ?", ti.width()-1) + ")"
 	return "insert into \"" + ti.t.Name + "\" (" + ti.selectCols + ") values " + one + strings.Repeat(", "+one, n-1)
 }
 
@@ -84,7 +85,7 @@ func (tx *Tx) dropIndexes() ([]string, error) {
 }
 
 func (tx *Tx) turboPipeline(ctx context.Context, r io.Reader, log *SyncLog, progress func(Progress)) (*streamResult, error) {
-	maxWidth := 3
+	maxWidth := 1
 	for _, ti := range tx.db.tables {
 		maxWidth = max(maxWidth, ti.width()*ti.rowsPerInsert())
 	}
@@ -211,7 +212,7 @@ func (tx *Tx) insertBatch(b *rowBatch) error {
 	if err != nil && isPrimaryKeyConflict(err) {
 		w := ti.width()
 		for i := range n {
-			if _, err := tx.exec(ti.insertSQL, b.args[i*w:(i+1)*w]...); err != nil {
+			if _, err := tx.exec(ti.syncedInsertSQL, b.args[i*w:(i+1)*w]...); err != nil {
 				if isPrimaryKeyConflict(err) {
 					err = fmt.Errorf("%w: %s#%s", ErrExists, ti.t.Name, b.ids[i])
 				}
