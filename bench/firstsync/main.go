@@ -15,6 +15,10 @@
 //
 //	go run ./bench/firstsync [-n 100000] [-small 10000 -large 200000] [-skip-js] [-loki]
 //	go run ./bench/firstsync -n 1000000        # the large run
+//	go run ./bench/firstsync -large 0 -skip-js -cpuprofile c.prof -serverprofile s.prof -trace t.out
+//
+// The last form profiles the streamed first sync: the client's CPU, the server's CPU
+// while it answers the pull, and an execution trace of the client (`go tool trace`).
 package main
 
 import (
@@ -27,10 +31,13 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -46,8 +53,12 @@ import (
 	_ "modernc.org/sqlite"
 )
 
-// serveEnv, when set ("DIR:N"), makes this program the seeded server of a run.
-const serveEnv = "MELONSYNC_FIRSTSYNC_SERVE"
+// serveEnv, when set ("DIR:N"), makes this program the seeded server of a run;
+// serverProfileEnv names the file of its CPU profile (-serverprofile).
+const (
+	serveEnv         = "MELONSYNC_FIRSTSYNC_SERVE"
+	serverProfileEnv = "MELONSYNC_FIRSTSYNC_SERVER_PROFILE"
+)
 
 func main() {
 	n := flag.Int("n", 100000, "records in the first sync (a tenth projects, 60% tasks, 30% comments)")
@@ -55,10 +66,20 @@ func main() {
 	large := flag.Int("large", 200000, "large size for the streamed sync's memory comparison (0: skip)")
 	skipJS := flag.Bool("skip-js", false, "skip the WatermelonDB baselines")
 	loki := flag.Bool("loki", false, "also run WatermelonDB on its in-memory LokiJS adapter")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the streamed first sync to this file")
+	flag.StringVar(&traceFile, "trace", "", "write an execution trace of the streamed first sync to this file")
+	serverProfile := flag.String("serverprofile", "", "write a CPU profile of the server answering the streamed first sync's pull to this file")
 	flag.Parse()
 	var err error
 	if sch, err = schema.Load(filepath.Join("examples", "todo", "schema.json")); err != nil {
 		log.Fatalf("run from the repository's root: %v", err)
+	}
+	if *serverProfile != "" {
+		p, err := filepath.Abs(*serverProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		os.Setenv(serverProfileEnv, p)
 	}
 	if v := os.Getenv(serveEnv); v != "" {
 		if err := serve(v); err != nil {
@@ -77,7 +98,10 @@ func main() {
 	}
 }
 
-var sch *schema.Schema
+var (
+	sch                   *schema.Schema
+	cpuProfile, traceFile string
+)
 
 // benchServer is a seeded server on loopback, in a child process.
 type benchServer struct {
@@ -179,7 +203,28 @@ func serve(spec string) error {
 	if err != nil {
 		return err
 	}
-	ts := httptest.NewServer(mhttp.NewHandler(svc, mhttp.Options{Auth: auth}))
+	h := mhttp.NewHandler(svc, mhttp.Options{Auth: auth})
+	var hdl http.Handler = h
+	if file := os.Getenv(serverProfileEnv); file != "" {
+		// A CPU profile of the server while it answers the streamed first sync's pull.
+		hdl = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/api/sync/pull" || r.Header.Get(melonsync.HeaderDevice) != "bench-turbo.db" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			f, err := os.Create(file)
+			if err == nil {
+				err = pprof.StartCPUProfile(f)
+			}
+			if err != nil {
+				log.Printf("server profile: %v", err)
+			}
+			h.ServeHTTP(w, r)
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}
+	ts := httptest.NewServer(hdl)
 	defer ts.Close()
 	fmt.Printf("%s %s\n", ts.URL, tok)
 	io.Copy(io.Discard, os.Stdin)
@@ -286,7 +331,12 @@ func run(dir string, n, small, large int, skipJS, loki bool) error {
 	t := &table{}
 	t.add("", "time", "CPU", "rate", "heap peak", "RSS peak")
 
+	stopProfiles, err := startProfiles()
+	if err != nil {
+		return err
+	}
 	tdb, turbo, tlog, err := syncInto(filepath.Join(dir, "turbo.db"), srv, nil, true)
+	stopProfiles()
 	if err != nil {
 		return fmt.Errorf("streamed first sync: %w", err)
 	}
@@ -392,6 +442,51 @@ func run(dir string, n, small, large int, skipJS, loki bool) error {
 		mt.print()
 	}
 	return nil
+}
+
+// startProfiles starts the CPU profile and the execution trace the flags ask for;
+// the function it returns stops them.
+func startProfiles() (stop func(), err error) {
+	var files []*os.File
+	stop = func() {
+		if cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+		if traceFile != "" {
+			trace.Stop()
+		}
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err == nil {
+			files = append(files, f)
+			err = trace.Start(f)
+		}
+		if err != nil {
+			if cpuProfile != "" {
+				pprof.StopCPUProfile()
+			}
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, err
+		}
+	}
+	return stop, nil
 }
 
 // incremental changes 10 records from another device and syncs db.
