@@ -13,8 +13,9 @@ import (
 // answer into batches of rows (rowDecoder), the other — the write transaction's —
 // inserts each batch with one multi-row INSERT. A few batches circulate between them,
 // so memory does not grow with the answer. Secondary indexes are dropped before the
-// load and built again after it, from their own SQL text, so the file keeps its
-// layout. DESIGN.md, "Streamed first sync", says why.
+// load and built again from their own SQL text, each table's once the stream has
+// moved on to the next table, so the file keeps its layout. DESIGN.md, "Pull answers
+// are applied while they are read", says why.
 
 const (
 	turboRowArgs  = 1000 // arguments of one multi-row INSERT, at most
@@ -38,26 +39,39 @@ func (ti *tableInfo) multiInsertSQL(n int) string {
 // schema does not have skipped with a warning — and returns what the answer held
 // besides records.
 func (tx *Tx) turboLoad(ctx context.Context, r io.Reader, log *SyncLog, progress func(Progress)) (*streamResult, error) {
-	indexes, err := tx.dropIndexes()
+	dropped, err := tx.dropIndexes()
 	if err != nil {
 		return nil, err
 	}
-	res, err := tx.turboPipeline(ctx, r, log, progress)
+	// A table's indexes are built again as soon as the stream moves on to another
+	// table (while the next table's rows are still arriving), the others at the end.
+	// A table the stream comes back to gets its later rows indexed one by one.
+	build := func(table string) error {
+		for _, ddl := range dropped[table] {
+			if _, err := tx.tx.ExecContext(ctx, ddl); err != nil {
+				return fmt.Errorf("client: create index: %w", err)
+			}
+		}
+		delete(dropped, table)
+		return nil
+	}
+	res, err := tx.turboPipeline(ctx, r, log, progress, build)
 	if err != nil {
 		return nil, err
 	}
-	for _, ddl := range indexes {
-		if _, err := tx.tx.ExecContext(ctx, ddl); err != nil {
-			return nil, fmt.Errorf("client: create index: %w", err)
+	for _, t := range tx.db.schema.Tables {
+		if err := build(t.Name); err != nil {
+			return nil, err
 		}
 	}
 	return res, nil
 }
 
-// dropIndexes drops the secondary indexes of the schema's tables and returns the SQL
-// that creates them again.
-func (tx *Tx) dropIndexes() ([]string, error) {
-	var names, ddls []string
+// dropIndexes drops the secondary indexes of the schema's tables and returns, for
+// each table, the SQL that creates them again.
+func (tx *Tx) dropIndexes() (map[string][]string, error) {
+	var names []string
+	ddls := map[string][]string{}
 	for _, t := range tx.db.schema.Tables {
 		rows, err := tx.tx.QueryContext(tx.ctx, `select "name", "sql" from sqlite_master where "type" = 'index' and "tbl_name" = ? and "sql" is not null`, t.Name)
 		if err != nil {
@@ -69,7 +83,7 @@ func (tx *Tx) dropIndexes() ([]string, error) {
 				rows.Close()
 				return nil, fmt.Errorf("client: list indexes: %w", err)
 			}
-			names, ddls = append(names, name), append(ddls, ddl)
+			names, ddls[t.Name] = append(names, name), append(ddls[t.Name], ddl)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -84,7 +98,9 @@ func (tx *Tx) dropIndexes() ([]string, error) {
 	return ddls, nil
 }
 
-func (tx *Tx) turboPipeline(ctx context.Context, r io.Reader, log *SyncLog, progress func(Progress)) (*streamResult, error) {
+// turboPipeline runs the decoding goroutine and inserts the batches it hands over;
+// done is called with a table's name when the stream moves on to another table.
+func (tx *Tx) turboPipeline(ctx context.Context, r io.Reader, log *SyncLog, progress func(Progress), done func(table string) error) (*streamResult, error) {
 	maxWidth := 1
 	for _, ti := range tx.db.tables {
 		maxWidth = max(maxWidth, ti.width()*ti.rowsPerInsert())
@@ -105,6 +121,7 @@ func (tx *Tx) turboPipeline(ctx context.Context, r io.Reader, log *SyncLog, prog
 	defer close(stop)
 
 	n, reported := 0, 0
+	var last *tableInfo
 	for b := range full {
 		if b.end {
 			if b.err != nil {
@@ -112,6 +129,12 @@ func (tx *Tx) turboPipeline(ctx context.Context, r io.Reader, log *SyncLog, prog
 			}
 			return b.res, nil
 		}
+		if last != nil && b.ti != last {
+			if err := done(last.t.Name); err != nil {
+				return nil, err
+			}
+		}
+		last = b.ti
 		if err := tx.insertBatch(b); err != nil {
 			return nil, err
 		}
