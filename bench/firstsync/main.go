@@ -15,6 +15,7 @@
 //
 //	go run ./bench/firstsync [-n 100000] [-small 10000 -large 200000] [-skip-js] [-loki]
 //	go run ./bench/firstsync -n 1000000        # the large run
+//	go run ./bench/firstsync -repeat 5 -large 0 # medians of 5 interleaved runs of each
 //	go run ./bench/firstsync -large 0 -skip-js -cpuprofile c.prof -serverprofile s.prof -trace t.out
 //
 // The last form profiles the streamed first sync: the client's CPU, the server's CPU
@@ -23,6 +24,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -38,6 +40,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +69,7 @@ func main() {
 	large := flag.Int("large", 200000, "large size for the streamed sync's memory comparison (0: skip)")
 	skipJS := flag.Bool("skip-js", false, "skip the WatermelonDB baselines")
 	loki := flag.Bool("loki", false, "also run WatermelonDB on its in-memory LokiJS adapter")
+	repeat := flag.Int("repeat", 1, "run the streamed first sync and both baselines this many times, interleaved, and show each one's median")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the streamed first sync to this file")
 	flag.StringVar(&traceFile, "trace", "", "write an execution trace of the streamed first sync to this file")
 	serverProfile := flag.String("serverprofile", "", "write a CPU profile of the server answering the streamed first sync's pull to this file")
@@ -91,7 +95,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	err = run(dir, *n, *small, *large, *skipJS, *loki)
+	err = run(dir, *n, *small, *large, max(1, *repeat), *skipJS, *loki)
 	os.RemoveAll(dir)
 	if err != nil {
 		log.Fatal(err)
@@ -320,7 +324,7 @@ func row(t *table, name string, m measure.Result, recs int) {
 
 func ratio(a, b time.Duration) string { return fmt.Sprintf("%.2f×", a.Seconds()/b.Seconds()) }
 
-func run(dir string, n, small, large int, skipJS, loki bool) error {
+func run(dir string, n, small, large, repeat int, skipJS, loki bool) error {
 	fmt.Printf("seeding a server (its own process) with %d records…\n", n)
 	srv, err := startServer(dir, n)
 	if err != nil {
@@ -331,34 +335,60 @@ func run(dir string, n, small, large int, skipJS, loki bool) error {
 	t := &table{}
 	t.add("", "time", "CPU", "rate", "heap peak", "RSS peak")
 
-	stopProfiles, err := startProfiles()
-	if err != nil {
-		return err
-	}
-	tdb, turbo, tlog, err := syncInto(filepath.Join(dir, "turbo.db"), srv, nil, true)
-	stopProfiles()
-	if err != nil {
-		return fmt.Errorf("streamed first sync: %w", err)
-	}
-	if got, err := count(tdb); err != nil || got != n || !tlog.Turbo {
-		return fmt.Errorf("streamed first sync holds %d records (%v, turbo %v), want %d", got, err, tlog.Turbo, n)
-	}
-	tdb.Close()
-	row(t, "Go client, streamed (UnsafeTurbo)", turbo, n)
-
-	raw, err := measure.Run(func() error { return rawInsert(filepath.Join(dir, "raw.db"), n) })
-	if err != nil {
-		return fmt.Errorf("raw insert: %w", err)
-	}
-	row(t, "baseline: bulk INSERT of the rows (same driver)", raw, n)
-
-	var js, jsLoki *jsResult
-	if !skipJS {
-		if js, err = jsFirstSync(srv, filepath.Join(dir, "wmdb.db")); err != nil {
-			fmt.Printf("(WatermelonDB on SQLite skipped: %v)\n", err)
-		} else {
-			t.add("baseline: WatermelonDB 0.28, SQLite adapter (Node)", js.d().Round(time.Millisecond).String(), js.cpu().Round(time.Millisecond).String(), rate(n, js.d()), "", mib(js.PeakRSS))
+	// Each of the three runs repeat times, interleaved, on a fresh file; the table
+	// shows each one's median run (by time).
+	var turbos, raws []measure.Result
+	var jss []*jsResult
+	for i := range repeat {
+		suffix := ""
+		if i > 0 {
+			suffix = fmt.Sprintf("-%d", i)
 		}
+		stopProfiles := func() {}
+		if i == 0 {
+			if stopProfiles, err = startProfiles(); err != nil {
+				return err
+			}
+		}
+		tdb, turbo, tlog, err := syncInto(filepath.Join(dir, "turbo"+suffix+".db"), srv, nil, true)
+		stopProfiles()
+		if err != nil {
+			return fmt.Errorf("streamed first sync: %w", err)
+		}
+		if got, err := count(tdb); err != nil || got != n || !tlog.Turbo {
+			return fmt.Errorf("streamed first sync holds %d records (%v, turbo %v), want %d", got, err, tlog.Turbo, n)
+		}
+		tdb.Close()
+		turbos = append(turbos, turbo)
+
+		raw, err := measure.Run(func() error { return rawInsert(filepath.Join(dir, "raw"+suffix+".db"), n) })
+		if err != nil {
+			return fmt.Errorf("raw insert: %w", err)
+		}
+		raws = append(raws, raw)
+
+		if !skipJS {
+			js, err := jsFirstSync(srv, filepath.Join(dir, "wmdb"+suffix+".db"))
+			if err != nil {
+				fmt.Printf("(WatermelonDB on SQLite skipped: %v)\n", err)
+				skipJS = true
+			} else {
+				jss = append(jss, js)
+			}
+		}
+	}
+	slices.SortFunc(turbos, func(a, b measure.Result) int { return cmp.Compare(a.D, b.D) })
+	slices.SortFunc(raws, func(a, b measure.Result) int { return cmp.Compare(a.D, b.D) })
+	slices.SortFunc(jss, func(a, b *jsResult) int { return cmp.Compare(a.Seconds, b.Seconds) })
+	turbo, raw := turbos[len(turbos)/2], raws[len(raws)/2]
+	row(t, "Go client, streamed (UnsafeTurbo)", turbo, n)
+	row(t, "baseline: bulk INSERT of the rows (same driver)", raw, n)
+	var js, jsLoki *jsResult
+	if len(jss) > 0 {
+		js = jss[len(jss)/2]
+		t.add("baseline: WatermelonDB 0.28, SQLite adapter (Node)", js.d().Round(time.Millisecond).String(), js.cpu().Round(time.Millisecond).String(), rate(n, js.d()), "", mib(js.PeakRSS))
+	}
+	if !skipJS {
 		if loki {
 			if jsLoki, err = jsFirstSync(srv, ""); err != nil {
 				fmt.Printf("(WatermelonDB on LokiJS skipped: %v)\n", err)
@@ -416,6 +446,31 @@ func run(dir string, n, small, large int, skipJS, loki bool) error {
 		return err
 	}
 	t.print()
+	if repeat > 1 {
+		fmt.Printf("\nmedians of %d interleaved runs; times from fastest to slowest:\n", repeat)
+		spread := func(name string, ds []time.Duration) {
+			var parts []string
+			for _, d := range ds {
+				parts = append(parts, d.Round(time.Millisecond).String())
+			}
+			fmt.Printf("  %-36s %s\n", name, strings.Join(parts, "  "))
+		}
+		var ds []time.Duration
+		for _, r := range turbos {
+			ds = append(ds, r.D)
+		}
+		spread("Go client, streamed", ds)
+		ds = nil
+		for _, r := range raws {
+			ds = append(ds, r.D)
+		}
+		spread("bulk INSERT", ds)
+		ds = nil
+		for _, r := range jss {
+			ds = append(ds, r.d())
+		}
+		spread("WatermelonDB, SQLite adapter", ds)
+	}
 	fmt.Printf("\nGo streamed first sync: CPU %s of the bulk-insert baseline's", ratio(turbo.CPU, raw.CPU))
 	if js != nil {
 		fmt.Printf("; WatermelonDB on SQLite takes %s its time and %s its CPU", ratio(js.d(), turbo.D), ratio(js.cpu(), turbo.CPU))
