@@ -64,7 +64,7 @@ type Store struct {
 	acquire     time.Duration                 // bound on acquiring a connection and BEGIN
 	writeLimit  time.Duration                 // bound on a whole write transaction (0: none)
 	readLimit   time.Duration                 // bound on a whole pull (0: none)
-	instance    string                        // random id of this store: names its clock lock and settings
+	instance    string                        // random id of this store: names its settings and channels
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 	changes     server.SchemaChanges
 
