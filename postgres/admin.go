@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -275,8 +276,22 @@ func (s *Store) UserCount(ctx context.Context, sch *schema.Schema) (int64, error
 	return n, wrap("user count", err)
 }
 
-// DeviceState reads the operator's flags of (user, device).
+// DeviceState reads the operator's flags of (user, device), kept for a moment
+// (devicecache.go).
 func (s *Store) DeviceState(ctx context.Context, user, device string) (admin.State, error) {
+	st, ok, gen := s.devices.get(user, device)
+	if ok {
+		return st, nil
+	}
+	at := time.Now()
+	st, err := s.deviceState(ctx, user, device)
+	if err == nil {
+		s.devices.put(user, device, st, at, gen)
+	}
+	return st, err
+}
+
+func (s *Store) deviceState(ctx context.Context, user, device string) (admin.State, error) {
 	var revoked, requested, replaced, all int64
 	err := s.pool.QueryRow(ctx, `SELECT coalesce(d.revoked_at, 0), coalesce(d.replace_requested, 0), coalesce(d.replaced_at, 0),
 		coalesce((SELECT replace_requested FROM __melon_admin_users WHERE user_id = $1), 0)
@@ -290,6 +305,7 @@ func (s *Store) DeviceState(ctx context.Context, user, device string) (admin.Sta
 
 // RequestReplacement flags the device (or every device of user) for a replacement.
 func (s *Store) RequestReplacement(ctx context.Context, user, device string, allDevices bool, at int64) error {
+	defer s.devices.clear()
 	var err error
 	if allDevices {
 		_, err = s.pool.Exec(ctx, `INSERT INTO __melon_admin_users (user_id, replace_requested) VALUES ($1, $2)
@@ -303,6 +319,7 @@ func (s *Store) RequestReplacement(ctx context.Context, user, device string, all
 
 // MarkReplaced records a replacement served at at.
 func (s *Store) MarkReplaced(ctx context.Context, user, device string, at int64) error {
+	defer s.devices.clear()
 	_, err := s.pool.Exec(ctx, `INSERT INTO __melon_devices AS d (user_id, device, replaced_at) VALUES ($1, $2, $3)
 		ON CONFLICT (user_id, device) DO UPDATE SET replaced_at = greatest(d.replaced_at, excluded.replaced_at)`, user, device, at)
 	return wrap("mark replaced", err)
@@ -310,6 +327,7 @@ func (s *Store) MarkReplaced(ctx context.Context, user, device string, at int64)
 
 // SetRevoked revokes (at > 0) or restores (at = 0) a device.
 func (s *Store) SetRevoked(ctx context.Context, user, device string, at int64) error {
+	defer s.devices.clear()
 	_, err := s.pool.Exec(ctx, `INSERT INTO __melon_devices (user_id, device, revoked_at) VALUES ($1, $2, $3)
 		ON CONFLICT (user_id, device) DO UPDATE SET revoked_at = excluded.revoked_at`, user, device, at)
 	return wrap("revoke", err)

@@ -21,7 +21,7 @@ var _ server.Dumper = (*Store)(nil)
 // internalTables are melonsync tables that an export does not carry row by row: the
 // settings and the clock (the header carries them), the list of applied migrations
 // (the target has its own), and the tombstones (exported as records).
-var internalTables = map[string]bool{"__melon_meta": true, "__melon_commits": true, "__melon_migrations": true, "__melon_tombstones": true}
+var internalTables = map[string]bool{"__melon_meta": true, "__melon_gate": true, "__melon_migrations": true, "__melon_tombstones": true}
 
 func (s *Store) bookkeepingTables(ctx context.Context, tx pgx.Tx) ([]string, error) {
 	rows, err := tx.Query(ctx, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -61,15 +61,15 @@ func (s *Store) Export(ctx context.Context, sch *schema.Schema, opts server.Expo
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', '0', true)`); err != nil {
+	h := &server.DumpEntry{Kind: server.DumpHeader, Format: server.DumpFormat, Version: server.DumpVersion, Store: "postgres"}
+	// No statement timeout: an export takes as long as it takes.
+	if h.Clock, err = takeSnapshot(ctx, tx, 0); err != nil {
 		return wrap("export", err)
 	}
-	h := &server.DumpEntry{Kind: server.DumpHeader, Format: server.DumpFormat, Version: server.DumpVersion, Store: "postgres"}
 	var secret, sv *string
-	err = tx.QueryRow(ctx, `SELECT (SELECT max(version) FROM __melon_commits),
-		(SELECT value::bigint FROM __melon_meta WHERE key = 'purged_through'),
+	err = tx.QueryRow(ctx, `SELECT (SELECT value::bigint FROM __melon_meta WHERE key = 'purged_through'),
 		(SELECT value FROM __melon_meta WHERE key = 'schema_version'),
-		(SELECT value FROM __melon_meta WHERE key = 'jwt_secret')`).Scan(&h.Clock, &h.PurgedThrough, &sv, &secret)
+		(SELECT value FROM __melon_meta WHERE key = 'jwt_secret')`).Scan(&h.PurgedThrough, &sv, &secret)
 	if err != nil {
 		return wrap("export", err)
 	}
@@ -378,8 +378,6 @@ func (s *Store) importClock(ctx context.Context, tx pgx.Tx, h *server.DumpEntry,
 	}{
 		// The store was empty: its own starting clock was never seen by anyone with
 		// data, so the export's clock replaces it and pulls answer as before the move.
-		{`DELETE FROM __melon_commits WHERE version <> $1`, []any{h.Clock}},
-		{`INSERT INTO __melon_commits (version) VALUES ($1) ON CONFLICT DO NOTHING`, []any{h.Clock}},
 		{`SELECT setval('__melon_version_seq', $1)`, []any{h.Clock}},
 		{`UPDATE __melon_meta SET value = greatest(value::bigint, $1)::text WHERE key = 'purged_through'`, []any{h.PurgedThrough}},
 		{`INSERT INTO __melon_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO UPDATE SET value = greatest(__melon_meta.value::int, excluded.value::int)::text`, []any{strconv.Itoa(h.SchemaVersion)}},

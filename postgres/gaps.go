@@ -12,16 +12,18 @@ func (r *readTx) InGap(v int64) (bool, error) {
 }
 
 // MarkGap records the gap between the clock and this transaction's version, and
-// drops the gaps the purge horizon has passed. Called before Version, it takes the
-// clock lock first and reads the clock under it, so that the gap holds no version
-// another process committed meanwhile (after, read earlier, can only be lower).
+// drops the gaps the purge horizon has passed. Called before Version, it closes the
+// gate (clock.go) and reads the clock behind it, so that the gap holds no version of
+// another writer (after, read earlier, can only be lower), and moves the sequence up
+// to the wall clock, so that this history's versions lie above those of any history
+// it replaces (a restored backup's lost writes).
 func (w *writeTx) MarkGap(after int64) error {
 	if w.version == 0 {
-		if _, err := w.tx.Exec(w.ctx, `SELECT pg_advisory_xact_lock(hashtextextended('melonsync:clock:' || $1, 0))`, w.s.instance); err != nil {
+		clock, err := closeGate(w.ctx, w.tx)
+		if err != nil {
 			return wrap("mark gap", err)
 		}
-		var clock int64
-		if err := w.tx.QueryRow(w.ctx, `SELECT max(version) FROM __melon_commits`).Scan(&clock); err != nil {
+		if err := raiseClock(w.ctx, w.tx, clock, time.Now().UnixMilli()-1); err != nil {
 			return wrap("mark gap", err)
 		}
 		after = max(after, clock)

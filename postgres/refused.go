@@ -47,6 +47,10 @@ func refusalReason(err error) string {
 // applyLocating applies ops under a savepoint; when the database refuses them, it
 // applies each op under its own savepoint and returns the refused ones.
 func (w *writeTx) applyLocating(t *schema.Table, ops []server.Op) error {
+	// The version (and the gate) first: what a savepoint takes, its rollback gives back.
+	if _, err := w.Version(); err != nil {
+		return err
+	}
 	if err := w.exec(`SAVEPOINT __melon_apply`); err != nil {
 		return err
 	}

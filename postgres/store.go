@@ -1,7 +1,8 @@
 // Package postgres is melonsync's PostgreSQL server store: any number of melonsync
 // processes share one database, and the team's own code may write the synced tables
-// with plain SQL. Versions are handed out in commit order under a transaction-scoped
-// clock lock; see DESIGN.md for the rules and why they are right.
+// with plain SQL. Writers commit in parallel; pulls take their snapshot behind a gate
+// that makes it hold every version up to its clock and none above; see DESIGN.md for
+// the rules and why they are right.
 package postgres
 
 import (
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	mrand "math/rand/v2"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,11 +64,14 @@ type Store struct {
 	acquire     time.Duration                 // bound on acquiring a connection and BEGIN
 	writeLimit  time.Duration                 // bound on a whole write transaction (0: none)
 	readLimit   time.Duration                 // bound on a whole pull (0: none)
-	instance    string                        // random id of this store: names its clock lock and settings
+	instance    string                        // random id of this store: names its settings and channels
 	app         atomic.Pointer[schema.Schema] // the app schema of the last Prepare
 	changes     server.SchemaChanges
 
 	listened atomic.Bool // a Watch has listened before: the next one catches up
+	ticking  atomic.Bool // a tick (clock.go) is running
+	notes    notifier    // NOTIFYs of committed writes (notify.go)
+	devices  deviceCache // operator flags of devices (devicecache.go)
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
@@ -94,8 +99,11 @@ type Option func(*config)
 // server's default (usually public).
 func WithSchema(name string) Option { return func(c *config) { c.schema = name } }
 
+// DefaultMaxConns is the default size of each pool: 4 per CPU, at least 16.
+func DefaultMaxConns() int32 { return int32(max(16, 4*runtime.NumCPU())) }
+
 // WithMaxConns sets the size of the pool of writes (pushes, purges, health checks;
-// default: the larger of 4 and the number of CPUs, or the DSN's pool_max_conns).
+// default: DefaultMaxConns, or the DSN's pool_max_conns).
 func WithMaxConns(n int32) Option { return func(c *config) { c.maxConns = n } }
 
 // WithReadConns sets the size of the separate pool that pulls use (default: the
@@ -148,13 +156,20 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if _, ok := rp["application_name"]; !ok {
 		rp["application_name"] = "melonsync"
 	}
-	if cfg.maxConns > 0 {
+
+	switch {
+	case cfg.maxConns > 0:
 		pcfg.MaxConns = cfg.maxConns
+	case !strings.Contains(dsn, "pool_max_conns"):
+		// Writers commit in parallel, and PostgreSQL flushes the WAL of commits
+		// that arrive together at once: a few connections per core pay.
+		pcfg.MaxConns = DefaultMaxConns()
 	}
 	rcfg := pcfg.Copy()
 	if cfg.readConns > 0 {
 		rcfg.MaxConns = cfg.readConns
 	}
+	planFor(pcfg.ConnConfig.RuntimeParams, rcfg.ConnConfig.RuntimeParams)
 	rcfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -178,7 +193,31 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.notes.start(s)
 	return s, nil
+}
+
+// planFor sets how the connections of writes (w) and of pulls (r) plan, unless the
+// DSN says otherwise. A prepared statement's generic plan made while its tables were
+// empty is a seq scan, and it stays in use as they grow (ANALYZE would fix it, but
+// autovacuum may be off).
+//
+// Writes find rows by id: their connections never choose a seq scan where an index
+// serves (enable_seqscan off only makes seq scans cost more), so their generic plans
+// are right at any size and stay cached (planning each would cost a quarter of a
+// push's time in the database). jit is off with it: the cost a disabled seq scan adds
+// would otherwise make PostgreSQL compile those statements. Pulls plan each statement
+// for its parameters and the tables as they are now (their statements are few and
+// long).
+func planFor(w, r map[string]string) {
+	set := func(rp map[string]string, k, v string) {
+		if _, ok := rp[k]; !ok {
+			rp[k] = v
+		}
+	}
+	set(w, "enable_seqscan", "off")
+	set(w, "jit", "off")
+	set(r, "plan_cache_mode", "force_custom_plan")
 }
 
 // parseTimeout reads a statement_timeout setting: milliseconds, or a number with one
@@ -304,6 +343,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		s.stop()
 		s.watch.Wait()
+		s.notes.done.Wait()
 		s.readPool.Close()
 		s.pool.Close()
 	})
@@ -346,7 +386,8 @@ func (s *Store) Secret(ctx context.Context) ([]byte, error) {
 }
 
 // Read runs fn in one REPEATABLE READ READ ONLY transaction: one snapshot of every
-// table, fixed by its first statement, which reads the clock.
+// table, taken behind the gate with the clock (clock.go), so that it sees every
+// version up to the clock and none above it.
 func (s *Store) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 	if s.readLimit <= 0 {
 		return s.read(ctx, fn)
@@ -373,12 +414,9 @@ func (s *Store) read(ctx context.Context, fn func(server.ReadTx) error) error {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	rt := &readTx{ctx: ctx, tx: tx, s: s}
-	// One round trip: the pull's own statement timeout, and the clock (the first
-	// read, which fixes the snapshot).
-	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('statement_timeout', $1, true)`, strconv.FormatInt(s.readTimeout.Milliseconds(), 10))
-	b.Queue(`SELECT max(version) FROM __melon_commits`).QueryRow(func(row pgx.Row) error { return row.Scan(&rt.clock) })
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	// One round trip: the pull's own statement timeout, and its snapshot and clock,
+	// taken behind the gate (clock.go).
+	if rt.clock, err = takeSnapshot(ctx, tx, s.readTimeout); err != nil {
 		return wrap("clock", err)
 	}
 	if err := fn(rt); err != nil {
@@ -395,7 +433,8 @@ func (s *Store) read(ctx context.Context, fn func(server.ReadTx) error) error {
 const writeAttempts = 4
 
 // Write runs fn in one READ COMMITTED transaction, committed when fn returns nil.
-// Lookup locks the rows it returns; Version takes the clock lock, held to commit.
+// Lookup locks the rows it returns; Version takes the gate (shared among writers)
+// and draws the version.
 // A transaction that PostgreSQL aborted to break a deadlock (or as a serialization
 // failure) was rolled back whole, so it is run again, fn included, a few times
 // before the error is returned: fn must not keep effects of a failed attempt.
@@ -445,12 +484,12 @@ func (s *Store) writeOnce(ctx context.Context, fn func(server.WriteTx) error, lo
 }
 
 func (s *Store) writeTx(ctx context.Context, fn func(server.WriteTx) error, locate bool) error {
-	tx, err := s.begin(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, err := s.acquireLazy(ctx, `BEGIN ISOLATION LEVEL READ COMMITTED`)
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, looked: map[string]map[string]server.Meta{}, locate: locate}
+	defer tx.release(ctx)
+	wt := &writeTx{readTx: readTx{ctx: ctx, tx: tx, s: s}, lazy: tx, looked: map[string]map[string]server.Meta{}, locate: locate}
 	if locate {
 		// Deferred constraints fail at the statement that breaks them, not at commit.
 		if _, err := tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`); err != nil {
@@ -460,10 +499,7 @@ func (s *Store) writeTx(ctx context.Context, fn func(server.WriteTx) error, loca
 	if err := fn(wt); err != nil {
 		return err
 	}
-	if err := wt.notify(); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := tx.commit(ctx); err != nil {
 		if isRefusal(err) {
 			if locate {
 				return refusedAtCommit(err)
@@ -471,6 +507,10 @@ func (s *Store) writeTx(ctx context.Context, fn func(server.WriteTx) error, loca
 			return errLocate
 		}
 		return wrap("commit", err)
+	}
+	if wt.version != 0 {
+		s.notes.add(wt.notes())
+		s.noteClock(wt.version)
 	}
 	return nil
 }
@@ -596,7 +636,7 @@ func (s *Store) Watch(ctx context.Context, fn func(server.Change)) error {
 	// (Streams opened before the process's first LISTEN read the clock themselves.)
 	if s.listened.Swap(true) {
 		var clock int64
-		if err := conn.QueryRow(ctx, `SELECT max(version) FROM __melon_commits`).Scan(&clock); err != nil {
+		if err := conn.QueryRow(ctx, clockSQL).Scan(&clock); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -63,12 +63,59 @@ func TestStressTwoProcesses(t *testing.T) {
 		}
 		dur = time.Duration(n) * time.Second
 	}
+	stress(t, dur, false)
+}
+
+// TestStressCatchesBrokenGate runs the stress test on a store whose writers draw
+// their versions without taking the gate (DESIGN.md, "Versions: the gate"), so that
+// a pull can read a clock above a version still in flight: the test must see missed
+// changes, or it could not catch a broken version scheme.
+func TestStressCatchesBrokenGate(t *testing.T) {
+	if missed := stress(t, 6*time.Second, true); missed == 0 {
+		t.Fatal("the stress test found nothing wrong with a store whose writers skip the gate")
+	}
+}
+
+// breakGate replaces __melon_version in schema name with one that skips the gate.
+func breakGate(t *testing.T, dsn, name string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), `CREATE OR REPLACE FUNCTION `+pgx.Identifier{name, "__melon_version"}.Sanitize()+`(inst text, sch text) RETURNS bigint
+		LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+		DECLARE
+			setting text := 'melonsync.v_' || inst;
+			v bigint := nullif(current_setting(setting, true), '')::bigint;
+		BEGIN
+			IF v IS NOT NULL THEN
+				RETURN v;
+			END IF;
+			v := nextval(format('%I.__melon_version_seq', sch)::regclass);
+			PERFORM set_config(setting, v::text, true);
+			RETURN v;
+		END
+		$fn$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stress runs the two-process stress test for dur and returns how many acknowledged
+// changes pullers missed (and replicas that differ from the database). With broken,
+// the store's gate is broken first, and misses are counted rather than failures.
+func stress(t *testing.T, dur time.Duration, broken bool) int {
 	name := newSchemaName(t)
 	dsn := schemaDSN(t, name)
 	secret := "stress-test-secret-0123456789abcdef"
 	servers := make([]string, 2)
 	for i := range servers {
 		servers[i], _ = startServer(t, dsn, secret)
+	}
+	if broken {
+		breakGate(t, dsn, name)
 	}
 	auth, err := mhttp.NewAuth([]byte(secret))
 	if err != nil {
@@ -377,7 +424,7 @@ func TestStressTwoProcesses(t *testing.T) {
 	close(stopPull) // every puller now makes one last pull, after the last push
 	pullWG.Wait()
 	if t.Failed() {
-		return
+		return 0
 	}
 
 	// Every acknowledged change is in the one response of each puller that covers it,
@@ -398,7 +445,7 @@ func TestStressTwoProcesses(t *testing.T) {
 			i := sort.Search(len(p.responses), func(i int) bool { return p.responses[i].ts >= w.version })
 			if i == len(p.responses) || p.responses[i].since >= w.version {
 				missed++
-				if missed < 10 {
+				if missed < 10 && !broken {
 					t.Errorf("puller of %s: no response covers version %d of %s/%s", p.user, w.version, w.table, w.id)
 				}
 				continue
@@ -408,7 +455,7 @@ func TestStressTwoProcesses(t *testing.T) {
 			}
 			if !p.responses[i].ids[w.table+"/"+w.id] {
 				missed++
-				if missed < 10 {
+				if missed < 10 && !broken {
 					t.Errorf("puller of %s missed %s/%s (version %d, response %d..%d)", p.user, w.table, w.id, w.version, p.responses[i].since, p.responses[i].ts)
 				}
 			}
@@ -457,6 +504,9 @@ func TestStressTwoProcesses(t *testing.T) {
 	for _, p := range pullers {
 		if got := normalize(t, p.replica); got != dbState[p.user] {
 			differ++
+			if broken {
+				continue
+			}
 			t.Errorf("puller of %s: replica differs from the database\nreplica:  %.300s\ndatabase: %.300s", p.user, got, dbState[p.user])
 		}
 	}
@@ -481,6 +531,7 @@ func TestStressTwoProcesses(t *testing.T) {
 	if len(writes) == 0 || perServer[0].Load() == 0 || perServer[1].Load() == 0 || sqlTx.Load() == 0 {
 		t.Errorf("the stress test did not exercise both processes and plain SQL")
 	}
+	return missed + differ
 }
 
 // record returns a random record for table.

@@ -19,17 +19,18 @@ import (
 
 type readTx struct {
 	ctx   context.Context
-	tx    pgx.Tx
+	tx    querier
 	s     *Store
 	clock int64
 }
 
-// Clock returns max(version) of __melon_commits as this transaction sees it.
+// Clock returns the clock of a read's snapshot; in a write transaction, the highest
+// version handed out when it is first called (or this transaction's version).
 func (r *readTx) Clock() (int64, error) {
 	if r.clock != 0 {
 		return r.clock, nil
 	}
-	if err := r.tx.QueryRow(r.ctx, `SELECT max(version) FROM __melon_commits`).Scan(&r.clock); err != nil {
+	if err := r.tx.QueryRow(r.ctx, clockSQL).Scan(&r.clock); err != nil {
 		return 0, wrap("clock", err)
 	}
 	return r.clock, nil
@@ -285,6 +286,7 @@ func decodeValue(t schema.Type, format int16, raw []byte) (any, error) {
 
 type writeTx struct {
 	readTx
+	lazy    *lazyTx
 	version int64
 	// looked keeps what Lookup found, by table and id, to check at Apply that
 	// nothing appeared in between (rows absent at Lookup cannot be locked).
@@ -315,33 +317,30 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 		looked = map[string]server.Meta{}
 		w.looked[t.Name] = looked
 	}
-	read := func(deleted bool, q string, args ...any) error {
-		rows, err := w.tx.Query(w.ctx, q, args...)
-		if err != nil {
-			return wrap("lookup "+t.Name, err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var m server.Meta
-			if err := rows.Scan(&id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
-				return wrap("lookup "+t.Name, err)
-			}
-			m.Deleted = deleted
-			if _, live := out[id]; live {
-				continue // a live row wins over a stray tombstone
-			}
-			out[id] = m
-		}
-		return wrap("lookup "+t.Name, rows.Err())
+	// One statement: the live rows, then the tombstones, each locked in id order
+	// (Append runs its inputs in order; LockRows sits above each Sort).
+	rows, err := w.tx.Query(w.ctx, `WITH l AS (
+			SELECT id, __owner, __version, __device, `+groupExpr(t)+` AS grp, `+userExpr(t)+` AS usr FROM `+quoteIdent(t.Name)+`
+			WHERE id = ANY($1) ORDER BY id FOR UPDATE),
+		d AS (SELECT id, owner, version, device, grp, usr FROM __melon_tombstones WHERE tbl = $2 AND id = ANY($1) ORDER BY id FOR UPDATE)
+		SELECT false, * FROM l UNION ALL SELECT true, * FROM d`, sorted, t.Name)
+	if err != nil {
+		return nil, wrap("lookup "+t.Name, err)
 	}
-	if err := read(false, `SELECT id, __owner, __version, __device, `+groupExpr(t)+`, `+userExpr(t)+` FROM `+quoteIdent(t.Name)+
-		` WHERE id = ANY($1) ORDER BY id FOR UPDATE`, sorted); err != nil {
-		return nil, err
+	for rows.Next() {
+		var id string
+		var m server.Meta
+		if err := rows.Scan(&m.Deleted, &id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
+			rows.Close()
+			return nil, wrap("lookup "+t.Name, err)
+		}
+		if prev, seen := out[id]; seen && !prev.Deleted {
+			continue // a live row wins over a stray tombstone
+		}
+		out[id] = m
 	}
-	if err := read(true, `SELECT id, owner, version, device, grp, usr FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`,
-		t.Name, sorted); err != nil {
-		return nil, err
+	if err := rows.Err(); err != nil {
+		return nil, wrap("lookup "+t.Name, err)
 	}
 	for _, id := range ids {
 		if m, ok := out[id]; ok {
@@ -353,7 +352,21 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 	return out, nil
 }
 
-// Version takes the clock lock and this transaction's version (see DESIGN.md).
+// Clock returns the highest version handed out when it is first called; when it is
+// the transaction's first statement (a push's is), it goes with the BEGIN.
+func (w *writeTx) Clock() (int64, error) {
+	if w.clock != 0 || w.lazy.begun {
+		return w.readTx.Clock()
+	}
+	c, err := w.lazy.beginWithClock(w.ctx)
+	if err != nil {
+		return 0, err
+	}
+	w.clock = c
+	return c, nil
+}
+
+// Version takes the gate and this transaction's version (see DESIGN.md).
 func (w *writeTx) Version() (int64, error) {
 	if w.version != 0 {
 		return w.version, nil
@@ -394,30 +407,27 @@ func (w *writeTx) touched(t *schema.Table, op server.Op) {
 	}
 }
 
-// notify queues one notification per owner whose data changed and per group or
-// public table changed; PostgreSQL delivers them at commit. A payload starts with
+// notes returns one notification per owner whose data changed and per group or
+// public table changed, sent after the commit (notify.go). A payload starts with
 // "VERSION", or "VERSION:DEVICE" when the pushing device is known (device ids hold
 // neither ':' nor ' '), so that listeners on other processes can skip the pushing
 // device's own streams.
-func (w *writeTx) notify() error {
+func (w *writeTx) notes() []note {
 	if w.version == 0 || len(w.owners)+len(w.tables) == 0 {
 		return nil
 	}
-	b := &pgx.Batch{}
+	out := make([]note, 0, len(w.owners)+len(w.tables))
 	v := strconv.FormatInt(w.version, 10)
 	if w.device != "" && melonsync.ValidID(w.device) {
 		v += ":" + w.device
 	}
 	for o := range w.owners {
-		b.Queue(`SELECT pg_notify($1, $2)`, w.s.channel(), v+" "+o)
+		out = append(out, note{w.s.channel(), v + " " + o})
 	}
 	for tg := range w.tables {
-		b.Queue(`SELECT pg_notify($1, $2)`, w.s.tableChannel(), v+" "+tg)
+		out = append(out, note{w.s.tableChannel(), v + " " + tg})
 	}
-	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
-		return wrap("notify", err)
-	}
-	return nil
+	return out
 }
 
 // Apply performs ops with set-based statements: consecutive ops of one kind (and, for
@@ -441,10 +451,7 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 
 // apply is Apply without the handling of refusals.
 func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
-	v, err := w.Version()
-	if err != nil {
-		return err
-	}
+	var err error
 	for _, op := range ops {
 		w.touched(t, op)
 	}
@@ -458,9 +465,9 @@ func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
 		batch := ops[start:end]
 		switch batch[0].Kind {
 		case server.OpInsert:
-			err = w.insert(t, v, batch)
+			err = w.insert(t, batch)
 		case server.OpUpdate:
-			err = w.update(t, v, batch)
+			err = w.update(t, batch)
 		case server.OpDelete:
 			err = w.delete(t, batch)
 		default:
@@ -500,9 +507,26 @@ func raced(t *schema.Table, ids []string) error {
 	return melonsync.ConflictError(map[string][]string{t.Name: ids})
 }
 
-// insert writes whole rows. A tombstone with the same id is removed; a live row with
-// the same id is replaced only if Lookup saw (and locked) it.
-func (w *writeTx) insert(t *schema.Table, v int64, ops []server.Op) error {
+// versionFirst starts b with the statement that takes this transaction's version
+// when it has none yet (so that the first write pays no round trip of its own), and
+// returns the SQL of the version for the statements that follow: they see it in the
+// transaction's setting.
+func (w *writeTx) versionFirst(b *pgx.Batch) string {
+	if w.version == 0 {
+		b.Queue(`SELECT __melon_version($1, $2)`, w.s.instance, w.s.schema).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&w.version); err != nil {
+				return err
+			}
+			w.clock = w.version
+			return nil
+		})
+	}
+	return `current_setting(` + quoteLiteral(w.s.versionSetting()) + `)::bigint`
+}
+
+// insert writes whole rows, in one statement. A tombstone with the same id is
+// removed; a live row with the same id is replaced only if Lookup saw (and locked) it.
+func (w *writeTx) insert(t *schema.Table, ops []server.Op) error {
 	looked := w.looked[t.Name]
 	ids := make([]string, len(ops))
 	owners := make([]string, len(ops))
@@ -515,28 +539,15 @@ func (w *writeTx) insert(t *schema.Table, v int64, ops []server.Op) error {
 		}
 		w.owner(op.Owner)
 	}
-	// Tombstones that were not there at Lookup mean a concurrent delete.
-	rows, err := w.tx.Query(w.ctx, `DELETE FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) RETURNING id`, t.Name, ids)
-	if err != nil {
-		return wrap("insert "+t.Name, err)
+	// One statement: the version (taken first when the transaction has none: the
+	// INSERT reads it), the tombstones removed, the rows written.
+	v := `current_setting(` + quoteLiteral(w.s.versionSetting()) + `)::bigint`
+	if w.version == 0 {
+		v = `__melon_version(` + quoteLiteral(w.s.instance) + `, ` + quoteLiteral(w.s.schema) + `)`
 	}
-	gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return wrap("insert "+t.Name, err)
-	}
-	var stale []string
-	for _, id := range gone {
-		if m, ok := looked[id]; !ok || !m.Deleted {
-			stale = append(stale, id)
-		}
-	}
-	if len(stale) > 0 {
-		return raced(t, stale)
-	}
-
 	q := quoteIdent(t.Name)
 	var cols, sel, types, alias, sets strings.Builder
-	args := []any{v, ids, owners, devices}
+	args := []any{t.Name, ids, owners, devices}
 	for i, c := range t.Columns {
 		qc := quoteIdent(c.Name)
 		cols.WriteString(", " + qc)
@@ -547,21 +558,56 @@ func (w *writeTx) insert(t *schema.Table, v int64, ops []server.Op) error {
 		args = append(args, columnArray(c, ops, i))
 	}
 	args = append(args, live)
-	sql := `INSERT INTO ` + q + ` AS __t (id, __owner, __version, __created_version, __created_device, __device` + cols.String() + `)
-		SELECT u.id, u.__o, $1, $1, u.__d, u.__d` + sel.String() + `
-		FROM unnest($2::text[], $3::text[], $4::text[]` + types.String() + `) AS u(id, __o, __d` + alias.String() + `)
-		ON CONFLICT (id) DO UPDATE SET __owner = excluded.__owner, __version = excluded.__version,
-			__created_version = excluded.__created_version, __created_device = excluded.__created_device,
-			__device = excluded.__device` + sets.String() + `
-		WHERE __t.id = ANY($` + strconv.Itoa(len(args)) + `::text[])
-		RETURNING __t.id`
-	rows, err = w.tx.Query(w.ctx, sql, args...)
+	sql := `WITH __v AS (SELECT ` + v + ` AS v),
+		__gone AS (DELETE FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) RETURNING id),
+		__ins AS (INSERT INTO ` + q + ` AS __t (id, __owner, __version, __created_version, __created_device, __device` + cols.String() + `)
+			SELECT u.id, u.__o, __v.v, __v.v, u.__d, u.__d` + sel.String() + `
+			FROM unnest($2::text[], $3::text[], $4::text[]` + types.String() + `) AS u(id, __o, __d` + alias.String() + `), __v
+			ON CONFLICT (id) DO UPDATE SET __owner = excluded.__owner, __version = excluded.__version,
+				__created_version = excluded.__created_version, __created_device = excluded.__created_device,
+				__device = excluded.__device` + sets.String() + `
+			WHERE __t.id = ANY($` + strconv.Itoa(len(args)) + `::text[])
+			RETURNING __t.id)
+		SELECT 'v', v::text FROM __v UNION ALL SELECT 'g', id FROM __gone UNION ALL SELECT 'i', id FROM __ins`
+	rows, err := w.tx.Query(w.ctx, sql, args...)
 	if err != nil {
 		return wrap("insert "+t.Name, err)
 	}
-	written, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	var gone, written []string
+	for rows.Next() {
+		var kind, val string
+		if err := rows.Scan(&kind, &val); err != nil {
+			rows.Close()
+			return wrap("insert "+t.Name, err)
+		}
+		switch kind {
+		case "v":
+			if w.version == 0 {
+				if w.version, err = strconv.ParseInt(val, 10, 64); err != nil {
+					rows.Close()
+					return fmt.Errorf("postgres: insert %s: version %q: %w", t.Name, val, err)
+				}
+				w.clock = w.version
+			}
+		case "g":
+			gone = append(gone, val)
+		default:
+			written = append(written, val)
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return wrap("insert "+t.Name, err)
+	}
+	// Tombstones that were not there at Lookup mean a concurrent delete; rows not
+	// written, a concurrent create.
+	var stale []string
+	for _, id := range gone {
+		if m, ok := looked[id]; !ok || !m.Deleted {
+			stale = append(stale, id)
+		}
+	}
+	if len(stale) > 0 {
+		return raced(t, stale)
 	}
 	if len(written) != len(ids) {
 		done := make(map[string]bool, len(written))
@@ -579,7 +625,7 @@ func (w *writeTx) insert(t *schema.Table, v int64, ops []server.Op) error {
 }
 
 // update sets the columns marked in Set (the same for every op of the batch).
-func (w *writeTx) update(t *schema.Table, v int64, ops []server.Op) error {
+func (w *writeTx) update(t *schema.Table, ops []server.Op) error {
 	ids := make([]string, len(ops))
 	devices := make([]string, len(ops))
 	looked := w.looked[t.Name]
@@ -589,8 +635,10 @@ func (w *writeTx) update(t *schema.Table, v int64, ops []server.Op) error {
 			w.owner(m.Owner)
 		}
 	}
+	b := &pgx.Batch{}
+	v := w.versionFirst(b)
 	var sets, types, alias strings.Builder
-	args := []any{v, ids, devices}
+	args := []any{ids, devices}
 	for i, c := range t.Columns {
 		if i >= len(ops[0].Set) || !ops[0].Set[i] {
 			continue
@@ -601,10 +649,11 @@ func (w *writeTx) update(t *schema.Table, v int64, ops []server.Op) error {
 		alias.WriteString(", " + qc)
 		args = append(args, columnArray(c, ops, i))
 	}
-	sql := `UPDATE ` + quoteIdent(t.Name) + ` AS __t SET __version = $1, __device = u.__d` + sets.String() + `
-		FROM unnest($2::text[], $3::text[]` + types.String() + `) AS u(id, __d` + alias.String() + `)
+	sql := `UPDATE ` + quoteIdent(t.Name) + ` AS __t SET __version = (SELECT ` + v + `), __device = u.__d` + sets.String() + `
+		FROM unnest($1::text[], $2::text[]` + types.String() + `) AS u(id, __d` + alias.String() + `)
 		WHERE __t.id = u.id`
-	if _, err := w.tx.Exec(w.ctx, sql, args...); err != nil {
+	b.Queue(sql, args...)
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
 		return wrap("update "+t.Name, err)
 	}
 	return nil
@@ -622,6 +671,7 @@ func (w *writeTx) delete(t *schema.Table, ops []server.Op) error {
 		}
 	}
 	b := &pgx.Batch{}
+	w.versionFirst(b)
 	b.Queue(`SELECT set_config('melonsync.device', $1, true)`, ops[0].Device)
 	b.Queue(`DELETE FROM `+quoteIdent(t.Name)+` WHERE id = ANY($1)`, ids)
 	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {

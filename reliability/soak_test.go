@@ -108,7 +108,7 @@ func TestSoakPostgres(t *testing.T) {
 		}
 		rows, err := conn.Query(ctx, `SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
 			JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname IN ('__melon_commits', '__melon_tombstones', '__melon_moves', '__melon_sync_log', '__melon_devices', 'projects', 'tasks')`, name)
+			WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname IN ('__melon_tombstones', '__melon_moves', '__melon_sync_log', '__melon_devices', 'projects', 'tasks')`, name)
 		if err != nil {
 			return err
 		}

@@ -93,17 +93,19 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		if gapped, err = s.markGap(tx, clock, seen); err != nil {
 			return err
 		}
+		// Apply takes the version with its first write (a store may save a round
+		// trip that way); the version is then the push's timestamp.
+		for _, pl := range plan {
+			if err := tx.Apply(pl.tp.Table, pl.ops); err != nil {
+				return err
+			}
+		}
 		v, err := tx.Version()
 		if err != nil {
 			return err
 		}
 		resp.Timestamp = v
 		wrote = true
-		for _, pl := range plan {
-			if err := tx.Apply(pl.tp.Table, pl.ops); err != nil {
-				return err
-			}
-		}
 		return nil
 	})
 	if err != nil {

@@ -97,8 +97,8 @@ type WriteTx interface {
 	// transaction's version (both excluded) belongs to the store's history: after is
 	// the clock the transaction read (history.go). Call it before Version: it
 	// allocates the version, and a store whose writers run concurrently reads the
-	// clock again under its clock lock (a later clock than after, never a lower
-	// one). Gaps wholly below the purge horizon may be dropped.
+	// clock again while no other writer can draw a version (a later clock than
+	// after, never a lower one). Gaps wholly below the purge horizon may be dropped.
 	MarkGap(after int64) error
 	// Apply performs ops on t with this transaction's version.
 	Apply(t *schema.Table, ops []Op) error
