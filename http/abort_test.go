@@ -57,8 +57,8 @@ func (tx *failingTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter
 // A pull whose store fails after the answer has started streaming (Options.StreamPulls)
 // must not reach the client as a complete 200: the connection is broken, so the body
 // ends in an error, for gzipped and identity answers alike. A spooled pull (the
-// default) that fails within its first MiB of JSON has sent nothing yet: it answers a
-// clean 500 (a later failure: TestSpooledPullFailingLateBreaksTheBody).
+// default) that fails within its first 256 KiB of JSON has sent nothing yet: it
+// answers a clean 500 (a later failure: TestSpooledPullFailingLateBreaksTheBody).
 func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	base, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
@@ -84,6 +84,8 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	store.failAfter = 2000
 
 	t.Run("spooled", func(t *testing.T) {
+		store.failAfter = 500 // ~150 KB: before the answer starts to be sent
+		defer func() { store.failAfter = 2000 }()
 		store.armed.Store(true)
 		defer store.armed.Store(false)
 		se := &env{t: t, srv: spooled.Server, auth: srv.Auth, store: store}

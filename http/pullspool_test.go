@@ -171,8 +171,8 @@ func TestSpooledPullIsSentWhileRead(t *testing.T) {
 	}
 }
 
-// A spooled pull whose store fails once sending has started (past its first MiB of
-// JSON) cuts the connection: the client never reads a complete 200. One that fails
+// A spooled pull whose store fails once sending has started (past its first 256 KiB
+// of JSON) cuts the connection: the client never reads a complete 200. One that fails
 // earlier is a clean 500 (TestPullFailingMidStreamBreaksTheBody).
 func TestSpooledPullFailingLateBreaksTheBody(t *testing.T) {
 	base, err := sqlite.Open(filepath.Join(t.TempDir(), "s.db"))

@@ -102,8 +102,9 @@ func (s *spool) Close() error {
 // cut short, never a complete 200.
 
 // sendAfter is how much of an answer (bytes of JSON) is read before it starts to be
-// sent.
-const sendAfter = 1 << 20
+// sent: streamAfter, as for Options.StreamPulls (about 2,000 records; the first bytes
+// of a 100k-record answer leave some 20 ms after the read starts).
+const sendAfter = streamAfter
 
 // wakeEvery is how many spooled bytes wake the sender up (fewer, larger writes).
 const wakeEvery = 32 << 10
