@@ -5,7 +5,7 @@ package measure
 import (
 	"bufio"
 	"os"
-	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -30,7 +30,9 @@ type Result struct {
 // which does not stop the world (runtime.ReadMemStats would, 500 times a second,
 // slowing down the measured function's goroutines).
 func Run(fn func() error) (Result, error) {
-	runtime.GC()
+	// Collect, and give the free memory back to the system, so that the resident set
+	// the run starts from is not what earlier runs left behind.
+	debug.FreeOSMemory()
 	base := heapInUse()
 	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // resets the RSS high-water mark
 	var top atomic.Uint64

@@ -41,3 +41,23 @@ func TestRunSeesTheHeapPeak(t *testing.T) {
 		t.Errorf("CPU %v, time %v", r.CPU, r.D)
 	}
 }
+
+// The resident set a run reports is its own, not what an earlier run left behind.
+func TestRunRSSIsNotEarlierGarbage(t *testing.T) {
+	if peakRSS() == 0 {
+		t.Skip("no /proc/self/status")
+	}
+	const size = 256 << 20
+	keep = make([]byte, size)
+	for i := range keep {
+		keep[i] = byte(i)
+	}
+	keep = nil
+	r, err := Run(func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RSSPeak >= size/2 {
+		t.Errorf("RSS peak of an empty run %d MiB after %d MiB of garbage", r.RSSPeak>>20, size>>20)
+	}
+}
