@@ -288,6 +288,7 @@ type writeTx struct {
 	readTx
 	lazy    *lazyTx
 	version int64
+	vQueued bool // a statement queued in the batch being built takes the version
 	// looked keeps what Lookup found, by table and id, to check at Apply that
 	// nothing appeared in between (rows absent at Lookup cannot be locked).
 	looked map[string]map[string]server.Meta
@@ -306,50 +307,71 @@ type writeTx struct {
 // them (FOR UPDATE, in id order: live rows, then tombstones) until the transaction
 // ends, so that nothing changes them between the push's checks and its writes.
 func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta, error) {
-	out := make(map[string]server.Meta, len(ids))
-	if len(ids) == 0 {
-		return out, nil
+	out, err := w.LookupTables([]*schema.Table{t}, [][]string{ids})
+	if err != nil {
+		return nil, err
 	}
+	return out[0], nil
+}
+
+// LookupTables is Lookup for several tables, in one round trip: the statements run
+// in order, so the locks are taken in the same order as by one Lookup per table.
+func (w *writeTx) LookupTables(tables []*schema.Table, ids [][]string) ([]map[string]server.Meta, error) {
+	outs := make([]map[string]server.Meta, len(tables))
+	b := &pgx.Batch{}
+	for i, t := range tables {
+		outs[i] = make(map[string]server.Meta, len(ids[i]))
+		if len(ids[i]) == 0 {
+			continue
+		}
+		w.queueLookup(b, t, ids[i], outs[i])
+	}
+	if b.Len() > 0 {
+		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+			return nil, wrap("lookup", err)
+		}
+	}
+	for i, t := range tables {
+		looked := w.looked[t.Name]
+		if looked == nil {
+			looked = map[string]server.Meta{}
+			w.looked[t.Name] = looked
+		}
+		for _, id := range ids[i] {
+			if m, ok := outs[i][id]; ok {
+				looked[id] = m
+			} else {
+				delete(looked, id)
+			}
+		}
+	}
+	return outs, nil
+}
+
+// queueLookup queues the statement that reads (and locks) the rows of t with these
+// ids into out: the live rows, then the tombstones, each locked in id order (Append
+// runs its inputs in order; LockRows sits above each Sort).
+func (w *writeTx) queueLookup(b *pgx.Batch, t *schema.Table, ids []string, out map[string]server.Meta) {
 	sorted := append([]string(nil), ids...)
 	sort.Strings(sorted)
-	looked := w.looked[t.Name]
-	if looked == nil {
-		looked = map[string]server.Meta{}
-		w.looked[t.Name] = looked
-	}
-	// One statement: the live rows, then the tombstones, each locked in id order
-	// (Append runs its inputs in order; LockRows sits above each Sort).
-	rows, err := w.tx.Query(w.ctx, `WITH l AS (
+	b.Queue(`WITH l AS (
 			SELECT id, __owner, __version, __device, `+groupExpr(t)+` AS grp, `+userExpr(t)+` AS usr FROM `+quoteIdent(t.Name)+`
 			WHERE id = ANY($1) ORDER BY id FOR UPDATE),
 		d AS (SELECT id, owner, version, device, grp, usr FROM __melon_tombstones WHERE tbl = $2 AND id = ANY($1) ORDER BY id FOR UPDATE)
-		SELECT false, * FROM l UNION ALL SELECT true, * FROM d`, sorted, t.Name)
-	if err != nil {
-		return nil, wrap("lookup "+t.Name, err)
-	}
-	for rows.Next() {
-		var id string
-		var m server.Meta
-		if err := rows.Scan(&m.Deleted, &id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
-			rows.Close()
-			return nil, wrap("lookup "+t.Name, err)
+		SELECT false, * FROM l UNION ALL SELECT true, * FROM d`, sorted, t.Name).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			var m server.Meta
+			if err := rows.Scan(&m.Deleted, &id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
+				return err
+			}
+			if prev, seen := out[id]; seen && !prev.Deleted {
+				continue // a live row wins over a stray tombstone
+			}
+			out[id] = m
 		}
-		if prev, seen := out[id]; seen && !prev.Deleted {
-			continue // a live row wins over a stray tombstone
-		}
-		out[id] = m
-	}
-	if err := rows.Err(); err != nil {
-		return nil, wrap("lookup "+t.Name, err)
-	}
-	for _, id := range ids {
-		if m, ok := out[id]; ok {
-			looked[id] = m
-		} else {
-			delete(looked, id)
-		}
-	}
-	return out, nil
+		return rows.Err()
+	})
 }
 
 // Clock returns the highest version handed out when it is first called; when it is
@@ -436,13 +458,26 @@ func (w *writeTx) notes() []note {
 // When the database refuses a write for its data (refused.go), the attempt ends with
 // errLocate and Write runs it again in locate mode, which finds the refused records.
 func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
-	if len(ops) > 0 && ops[0].Device != "" {
-		w.device = ops[0].Device
+	return w.ApplyTables([]*schema.Table{t}, [][]server.Op{ops})
+}
+
+// ApplyTables is Apply for several tables, in one round trip (in locate mode, table by
+// table).
+func (w *writeTx) ApplyTables(tables []*schema.Table, ops [][]server.Op) error {
+	for _, o := range ops {
+		if len(o) > 0 && o[0].Device != "" {
+			w.device = o[0].Device
+		}
 	}
 	if w.locate {
-		return w.applyLocating(t, ops)
+		for i, t := range tables {
+			if err := w.applyLocating(t, ops[i]); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	err := w.apply(t, ops)
+	err := w.applyTables(tables, ops)
 	if isRefusal(err) {
 		return errLocate
 	}
@@ -451,32 +486,52 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 
 // apply is Apply without the handling of refusals.
 func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
-	var err error
-	for _, op := range ops {
-		w.touched(t, op)
+	return w.applyTables([]*schema.Table{t}, [][]server.Op{ops})
+}
+
+// applyTables performs the ops of several tables in one round trip: every statement
+// goes in one batch (they run in order, each seeing the ones before), and what
+// Lookup saw is checked against what they did once the batch is back.
+func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op) error {
+	b := &pgx.Batch{}
+	var checks []func() error
+	for i, t := range tables {
+		for _, op := range ops[i] {
+			w.touched(t, op)
+		}
+		for start := 0; start < len(ops[i]); {
+			end := start + 1
+			seen := map[string]bool{ops[i][start].ID: true}
+			for end < len(ops[i]) && sameBatch(ops[i][start], ops[i][end]) && !seen[ops[i][end].ID] {
+				seen[ops[i][end].ID] = true
+				end++
+			}
+			batch := ops[i][start:end]
+			switch batch[0].Kind {
+			case server.OpInsert:
+				checks = append(checks, w.insert(b, t, batch))
+			case server.OpUpdate:
+				w.update(b, t, batch)
+			case server.OpDelete:
+				w.delete(b, t, batch)
+			default:
+				return fmt.Errorf("postgres: unknown op kind %d", batch[0].Kind)
+			}
+			start = end
+		}
 	}
-	for start := 0; start < len(ops); {
-		end := start + 1
-		seen := map[string]bool{ops[start].ID: true}
-		for end < len(ops) && sameBatch(ops[start], ops[end]) && !seen[ops[end].ID] {
-			seen[ops[end].ID] = true
-			end++
-		}
-		batch := ops[start:end]
-		switch batch[0].Kind {
-		case server.OpInsert:
-			err = w.insert(t, batch)
-		case server.OpUpdate:
-			err = w.update(t, batch)
-		case server.OpDelete:
-			err = w.delete(t, batch)
-		default:
-			err = fmt.Errorf("postgres: unknown op kind %d", batch[0].Kind)
-		}
-		if err != nil {
+	if b.Len() == 0 {
+		return nil
+	}
+	err := w.tx.SendBatch(w.ctx, b).Close()
+	w.vQueued = false
+	if err != nil {
+		return wrap("apply", err)
+	}
+	for _, check := range checks {
+		if err := check(); err != nil {
 			return err
 		}
-		start = end
 	}
 	return nil
 }
@@ -507,26 +562,32 @@ func raced(t *schema.Table, ids []string) error {
 	return melonsync.ConflictError(map[string][]string{t.Name: ids})
 }
 
-// versionFirst starts b with the statement that takes this transaction's version
-// when it has none yet (so that the first write pays no round trip of its own), and
-// returns the SQL of the version for the statements that follow: they see it in the
-// transaction's setting.
-func (w *writeTx) versionFirst(b *pgx.Batch) string {
-	if w.version == 0 {
-		b.Queue(`SELECT __melon_version($1, $2)`, w.s.instance, w.s.schema).QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&w.version); err != nil {
-				return err
-			}
-			w.clock = w.version
-			return nil
-		})
+// versionSQL returns the SQL of this transaction's version for the next statement
+// queued on b. The first write takes the version, with its first statement: an
+// insert selects it (inline, so reportV), other statements get a statement of their
+// own queued before them. Later statements read it from the transaction's setting.
+func (w *writeTx) versionSQL(b *pgx.Batch, inline bool) (sql string, reportV bool) {
+	setting := `current_setting(` + quoteLiteral(w.s.versionSetting()) + `)::bigint`
+	if w.version != 0 || w.vQueued {
+		return setting, false
 	}
-	return `current_setting(` + quoteLiteral(w.s.versionSetting()) + `)::bigint`
+	w.vQueued = true
+	if inline {
+		return `__melon_version(` + quoteLiteral(w.s.instance) + `, ` + quoteLiteral(w.s.schema) + `)`, true
+	}
+	b.Queue(`SELECT __melon_version($1, $2)`, w.s.instance, w.s.schema).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&w.version); err != nil {
+			return err
+		}
+		w.clock = w.version
+		return nil
+	})
+	return setting, false
 }
 
 // insert writes whole rows, in one statement. A tombstone with the same id is
 // removed; a live row with the same id is replaced only if Lookup saw (and locked) it.
-func (w *writeTx) insert(t *schema.Table, ops []server.Op) error {
+func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) (check func() error) {
 	looked := w.looked[t.Name]
 	ids := make([]string, len(ops))
 	owners := make([]string, len(ops))
@@ -541,10 +602,7 @@ func (w *writeTx) insert(t *schema.Table, ops []server.Op) error {
 	}
 	// One statement: the version (taken first when the transaction has none: the
 	// INSERT reads it), the tombstones removed, the rows written.
-	v := `current_setting(` + quoteLiteral(w.s.versionSetting()) + `)::bigint`
-	if w.version == 0 {
-		v = `__melon_version(` + quoteLiteral(w.s.instance) + `, ` + quoteLiteral(w.s.schema) + `)`
-	}
+	v, _ := w.versionSQL(b, true)
 	q := quoteIdent(t.Name)
 	var cols, sel, types, alias, sets strings.Builder
 	args := []any{t.Name, ids, owners, devices}
@@ -569,63 +627,58 @@ func (w *writeTx) insert(t *schema.Table, ops []server.Op) error {
 			WHERE __t.id = ANY($` + strconv.Itoa(len(args)) + `::text[])
 			RETURNING __t.id)
 		SELECT 'v', v::text FROM __v UNION ALL SELECT 'g', id FROM __gone UNION ALL SELECT 'i', id FROM __ins`
-	rows, err := w.tx.Query(w.ctx, sql, args...)
-	if err != nil {
-		return wrap("insert "+t.Name, err)
-	}
 	var gone, written []string
-	for rows.Next() {
-		var kind, val string
-		if err := rows.Scan(&kind, &val); err != nil {
-			rows.Close()
-			return wrap("insert "+t.Name, err)
-		}
-		switch kind {
-		case "v":
-			if w.version == 0 {
-				if w.version, err = strconv.ParseInt(val, 10, 64); err != nil {
-					rows.Close()
-					return fmt.Errorf("postgres: insert %s: version %q: %w", t.Name, val, err)
-				}
-				w.clock = w.version
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var kind, val string
+			if err := rows.Scan(&kind, &val); err != nil {
+				return err
 			}
-		case "g":
-			gone = append(gone, val)
-		default:
-			written = append(written, val)
+			switch kind {
+			case "v":
+				n, err := strconv.ParseInt(val, 10, 64)
+				if err != nil {
+					return fmt.Errorf("version %q: %w", val, err)
+				}
+				w.version, w.clock = n, n
+			case "g":
+				gone = append(gone, val)
+			default:
+				written = append(written, val)
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return wrap("insert "+t.Name, err)
-	}
-	// Tombstones that were not there at Lookup mean a concurrent delete; rows not
-	// written, a concurrent create.
-	var stale []string
-	for _, id := range gone {
-		if m, ok := looked[id]; !ok || !m.Deleted {
-			stale = append(stale, id)
-		}
-	}
-	if len(stale) > 0 {
-		return raced(t, stale)
-	}
-	if len(written) != len(ids) {
-		done := make(map[string]bool, len(written))
-		for _, id := range written {
-			done[id] = true
-		}
-		for _, id := range ids {
-			if !done[id] {
+		return rows.Err()
+	})
+	return func() error {
+		// Tombstones that were not there at Lookup mean a concurrent delete; rows not
+		// written, a concurrent create.
+		var stale []string
+		for _, id := range gone {
+			if m, ok := looked[id]; !ok || !m.Deleted {
 				stale = append(stale, id)
 			}
 		}
-		return raced(t, stale)
+		if len(stale) > 0 {
+			return raced(t, stale)
+		}
+		if len(written) != len(ids) {
+			done := make(map[string]bool, len(written))
+			for _, id := range written {
+				done[id] = true
+			}
+			for _, id := range ids {
+				if !done[id] {
+					stale = append(stale, id)
+				}
+			}
+			return raced(t, stale)
+		}
+		return nil
 	}
-	return nil
 }
 
 // update sets the columns marked in Set (the same for every op of the batch).
-func (w *writeTx) update(t *schema.Table, ops []server.Op) error {
+func (w *writeTx) update(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 	ids := make([]string, len(ops))
 	devices := make([]string, len(ops))
 	looked := w.looked[t.Name]
@@ -635,8 +688,7 @@ func (w *writeTx) update(t *schema.Table, ops []server.Op) error {
 			w.owner(m.Owner)
 		}
 	}
-	b := &pgx.Batch{}
-	v := w.versionFirst(b)
+	v, _ := w.versionSQL(b, false)
 	var sets, types, alias strings.Builder
 	args := []any{ids, devices}
 	for i, c := range t.Columns {
@@ -649,19 +701,14 @@ func (w *writeTx) update(t *schema.Table, ops []server.Op) error {
 		alias.WriteString(", " + qc)
 		args = append(args, columnArray(c, ops, i))
 	}
-	sql := `UPDATE ` + quoteIdent(t.Name) + ` AS __t SET __version = (SELECT ` + v + `), __device = u.__d` + sets.String() + `
-		FROM unnest($1::text[], $2::text[]` + types.String() + `) AS u(id, __d` + alias.String() + `)
-		WHERE __t.id = u.id`
-	b.Queue(sql, args...)
-	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
-		return wrap("update "+t.Name, err)
-	}
-	return nil
+	b.Queue(`UPDATE `+quoteIdent(t.Name)+` AS __t SET __version = (SELECT `+v+`), __device = u.__d`+sets.String()+`
+		FROM unnest($1::text[], $2::text[]`+types.String()+`) AS u(id, __d`+alias.String()+`)
+		WHERE __t.id = u.id`, args...)
 }
 
 // delete removes live rows; the table's delete trigger turns them into tombstones with
 // this transaction's version and the device in melonsync.device.
-func (w *writeTx) delete(t *schema.Table, ops []server.Op) error {
+func (w *writeTx) delete(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 	ids := make([]string, len(ops))
 	looked := w.looked[t.Name]
 	for i, op := range ops {
@@ -670,14 +717,9 @@ func (w *writeTx) delete(t *schema.Table, ops []server.Op) error {
 			w.owner(m.Owner)
 		}
 	}
-	b := &pgx.Batch{}
-	w.versionFirst(b)
+	w.versionSQL(b, false)
 	b.Queue(`SELECT set_config('melonsync.device', $1, true)`, ops[0].Device)
 	b.Queue(`DELETE FROM `+quoteIdent(t.Name)+` WHERE id = ANY($1)`, ids)
-	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
-		return wrap("delete "+t.Name, err)
-	}
-	return nil
 }
 
 // columnArray returns the values of column i of ops as an array parameter of the

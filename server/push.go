@@ -95,10 +95,8 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		}
 		// Apply takes the version with its first write (a store may save a round
 		// trip that way); the version is then the push's timestamp.
-		for _, pl := range plan {
-			if err := tx.Apply(pl.tp.Table, pl.ops); err != nil {
-				return err
-			}
+		if err := applyPlan(tx, plan); err != nil {
+			return err
 		}
 		v, err := tx.Version()
 		if err != nil {
@@ -141,27 +139,59 @@ func changedSince(c Caller, p *PushParams, m Meta) bool {
 // lookupPushed reads the metadata of every row a push names, table by table (and
 // lets the write hook's guard check them).
 func lookupPushed(tx WriteTx, p *PushParams, guard *hookGuard) ([]map[string]Meta, error) {
-	metas := make([]map[string]Meta, len(p.Tables))
+	tables := make([]*schema.Table, len(p.Tables))
+	ids := make([][]string, len(p.Tables))
 	for i := range p.Tables {
 		tp := &p.Tables[i]
-		t := tp.Table
-		ids := make([]string, 0, len(tp.Created)+len(tp.Updated)+len(tp.Deleted))
+		tables[i] = tp.Table
+		ids[i] = make([]string, 0, len(tp.Created)+len(tp.Updated)+len(tp.Deleted))
 		for _, r := range tp.Created {
-			ids = append(ids, r.ID)
+			ids[i] = append(ids[i], r.ID)
 		}
 		for _, r := range tp.Updated {
-			ids = append(ids, r.ID)
+			ids[i] = append(ids[i], r.ID)
 		}
-		ids = append(ids, tp.Deleted...)
+		ids[i] = append(ids[i], tp.Deleted...)
+	}
+	var metas []map[string]Meta
+	if btx, ok := tx.(TablesWriteTx); ok {
 		var err error
-		if metas[i], err = tx.Lookup(t, ids); err != nil {
+		if metas, err = btx.LookupTables(tables, ids); err != nil {
 			return nil, err
 		}
+	} else {
+		metas = make([]map[string]Meta, len(tables))
+		for i, t := range tables {
+			var err error
+			if metas[i], err = tx.Lookup(t, ids[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for i, t := range tables {
 		if err := guard.check(t, metas[i]); err != nil {
 			return nil, err
 		}
 	}
 	return metas, nil
+}
+
+// applyPlan performs the planned ops, table by table (at once where the store can).
+func applyPlan(tx WriteTx, plan []planned) error {
+	if btx, ok := tx.(TablesWriteTx); ok {
+		tables := make([]*schema.Table, len(plan))
+		ops := make([][]Op, len(plan))
+		for i, pl := range plan {
+			tables[i], ops[i] = pl.tp.Table, pl.ops
+		}
+		return btx.ApplyTables(tables, ops)
+	}
+	for _, pl := range plan {
+		if err := tx.Apply(pl.tp.Table, pl.ops); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // planTable decides what becomes of each record of one table of a push: written

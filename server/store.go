@@ -116,6 +116,16 @@ type WriteTx interface {
 	Values(t *schema.Table, cols []schema.Column, ids []string) (map[string][]any, error)
 }
 
+// TablesWriteTx is a WriteTx that can look up and apply the rows of several tables at
+// once (PostgreSQL: in one round trip). LookupTables(ts, ids)[i] is Lookup(ts[i],
+// ids[i]), with the locks taken in the same order as by one Lookup per table in turn;
+// ApplyTables(ts, ops) is Apply(ts[i], ops[i]) for each i in turn. The service uses
+// them when a store's WriteTx has them.
+type TablesWriteTx interface {
+	LookupTables(tables []*schema.Table, ids [][]string) ([]map[string]Meta, error)
+	ApplyTables(tables []*schema.Table, ops [][]Op) error
+}
+
 // Filter selects rows for Scan. Its scope is, in this order: every row (Any), the
 // rows of a members table naming User, the rows of a group table whose group is in
 // Groups, or the rows Owner owns.

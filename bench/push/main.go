@@ -10,7 +10,12 @@
 // It prints pushes/s and the latency's p50/p99 for each, and each figure's ratio to
 // the baseline.
 //
+// With -pullers N, N more clients pull incrementally in a loop while the pushes run,
+// and a line for their pulls follows each push line (pulls wait at the gate that
+// orders them with writes on PostgreSQL: postgres/DESIGN.md).
+//
 //	go run ./bench/push -seconds 15
+//	go run ./bench/push -pullers 16
 //	go run ./bench/push -store sqlite
 package main
 
@@ -51,8 +56,9 @@ func main() {
 	users := flag.Int("users", 100, "users the clients push for")
 	procs := flag.String("procs", "1,2", "PostgreSQL: numbers of serve processes to measure")
 	bin := flag.String("melonsync", "", "melonsync binary (default: built from this module)")
+	pullers := flag.Int("pullers", 0, "clients pulling incrementally (each as a device of a random user) while the pushes run")
 	flag.Parse()
-	cfg := config{dsn: *dsn, dur: time.Duration(*seconds) * time.Second, clients: *clients, users: *users, bin: *bin}
+	cfg := config{dsn: *dsn, dur: time.Duration(*seconds) * time.Second, clients: *clients, users: *users, bin: *bin, pullers: *pullers}
 	if err := run(cfg, *store, *procs); err != nil {
 		log.Fatal(err)
 	}
@@ -62,6 +68,7 @@ type config struct {
 	dsn            string
 	dur            time.Duration
 	clients, users int
+	pullers        int
 	bin            string
 }
 
@@ -104,14 +111,21 @@ func run(cfg config, store, procs string) error {
 		}
 		fmt.Printf("%-44s %10.0f %9s %9s %8d %9s\n", what, r.rate(), r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failures, ratio)
 	}
+	pullLine := func(r *result) {
+		if r != nil {
+			fmt.Printf("%-44s %10.0f %9s %9s %8d %9s\n", fmt.Sprintf("  meanwhile %d pullers: pulls/s", cfg.pullers), r.rate(),
+				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failures, "-")
+		}
+	}
 	switch store {
 	case "sqlite":
 		db := filepath.Join(dir, "bench.db")
-		r, err := measureServe(cfg, db, 1)
+		r, pr, err := measureServe(cfg, db, 1)
 		if err != nil {
 			return err
 		}
 		line("melonsync, SQLite, 1 process", r)
+		pullLine(pr)
 	case "postgres":
 		r, err := baseline(cfg)
 		if err != nil {
@@ -129,12 +143,13 @@ func run(cfg config, store, procs string) error {
 				return err
 			}
 			// Named, so that its backends can be told apart in pg_stat_activity.
-			r, err := measureServe(cfg, db+"&application_name=melonsync-bench-push", n)
+			r, pr, err := measureServe(cfg, db+"&application_name=melonsync-bench-push", n)
 			drop()
 			if err != nil {
 				return err
 			}
 			line(fmt.Sprintf("melonsync, PostgreSQL, %d process(es)", n), r)
+			pullLine(pr)
 		}
 	default:
 		return fmt.Errorf("-store: %q (postgres or sqlite)", store)
@@ -199,8 +214,9 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 	return result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load()}
 }
 
-// measureServe starts procs serve processes on db and drives pushes through them.
-func measureServe(cfg config, db string, procs int) (result, error) {
+// measureServe starts procs serve processes on db and drives pushes through them,
+// and pulls when cfg.pullers > 0 (then the second result is theirs).
+func measureServe(cfg config, db string, procs int) (result, *result, error) {
 	secret := "bench-secret-0123456789abcdef"
 	var ps []*serve.Process
 	defer func() {
@@ -212,20 +228,20 @@ func measureServe(cfg config, db string, procs int) (result, error) {
 		// One at a time: the first creates the store, the others find it.
 		p, err := serve.Start(cfg.bin, db, serve.TodoSchema(), secret)
 		if err != nil {
-			return result{}, err
+			return result{}, nil, err
 		}
 		ps = append(ps, p)
 	}
 	auth, err := mhttp.NewAuth([]byte(secret))
 	if err != nil {
-		return result{}, err
+		return result{}, nil, err
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.clients}}
 	tokens := make([]string, cfg.users)
 	last := make([]int64, cfg.users)
 	for u := range tokens {
 		if tokens[u], err = auth.Mint(fmt.Sprintf("user%d", u), time.Hour); err != nil {
-			return result{}, err
+			return result{}, nil, err
 		}
 	}
 	post := func(base, path string, user int, body []byte, out *struct{ Timestamp int64 }) error {
@@ -257,9 +273,31 @@ func measureServe(cfg config, db string, procs int) (result, error) {
 	for u := range tokens {
 		var out struct{ Timestamp int64 }
 		if err := post(ps[u%procs].URL, "/api/sync/pull", u, []byte(`{"lastPulledAt":null,"schemaVersion":3}`), &out); err != nil {
-			return result{}, err
+			return result{}, nil, err
 		}
 		last[u] = out.Timestamp
+	}
+	var pulls *result
+	var pullWG sync.WaitGroup
+	if cfg.pullers > 0 {
+		pullWG.Add(1)
+		go func() {
+			defer pullWG.Done()
+			pc := cfg
+			pc.clients = cfg.pullers
+			since := make([]int64, cfg.pullers)
+			r := drive(pc, func(c int, rng *rand.Rand) error {
+				u := c % cfg.users
+				var out struct{ Timestamp int64 }
+				body := fmt.Sprintf(`{"lastPulledAt":%d,"schemaVersion":3}`, max(since[c], last[u]))
+				if err := post(ps[c%procs].URL, "/api/sync/pull", u, []byte(body), &out); err != nil {
+					return err
+				}
+				since[c] = out.Timestamp
+				return nil
+			})
+			pulls = &r
+		}()
 	}
 	var seq atomic.Int64
 	r := drive(cfg, func(c int, rng *rand.Rand) error {
@@ -277,7 +315,8 @@ func measureServe(cfg config, db string, procs int) (result, error) {
 		b.WriteString(`}}`)
 		return post(ps[c%procs].URL, "/api/sync/push", u, []byte(b.String()), nil)
 	})
-	return r, nil
+	pullWG.Wait()
+	return r, pulls, nil
 }
 
 // jsonTimestamp reads the "timestamp" of a pull answer.
