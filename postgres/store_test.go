@@ -73,6 +73,44 @@ func TestInsertRace(t *testing.T) {
 	}
 }
 
+// TestInsertRaceWithDelete: a push finds an id absent, and before it writes, another
+// creates and deletes that id (leaving a tombstone). The push must not bring the
+// record back over a deletion it never saw: it fails with a conflict naming the id,
+// and nothing of it is written.
+func TestInsertRaceWithDelete(t *testing.T) {
+	s := openTestStore(t)
+	h := storetest.NewHarness(t, s)
+	tasks := h.Schema.Table("tasks")
+	ctx := context.Background()
+	values := make([]any, len(tasks.Columns))
+	for i, c := range tasks.Columns {
+		values[i] = c.Default()
+	}
+	err := s.Write(ctx, func(tx server.WriteTx) error {
+		if m, err := tx.Lookup(tasks, []string{"y", "z"}); err != nil || len(m) != 0 {
+			return fmt.Errorf("lookup: %v %v", m, err)
+		}
+		if _, err := h.Push("alice", "other", 0, `{"tasks":{"created":[{"id":"y","name":"meanwhile"}]}}`); err != nil {
+			return err
+		}
+		if _, err := h.Push("alice", "other", 0, `{"tasks":{"deleted":["y"]}}`); err != nil {
+			return err
+		}
+		return tx.Apply(tasks, []server.Op{
+			{Kind: server.OpInsert, ID: "y", Values: values, Owner: "alice", Device: "a"},
+			{Kind: server.OpInsert, ID: "z", Values: values, Owner: "alice", Device: "a"},
+		})
+	})
+	var me *melonsync.Error
+	if !errors.As(err, &me) || me.Code != melonsync.EConflict || fmt.Sprint(me.Details) != "map[conflicts:map[tasks:[y]]]" {
+		t.Fatalf("insert over a tombstone that appeared after Lookup: want a conflict on tasks/y, got %v (%v)", err, me)
+	}
+	r := h.PullFrom("alice", "w", 0)
+	if c := r.Changes["tasks"]; c != nil && len(c.Created) != 0 {
+		t.Errorf("the failed push wrote %v", c.Created)
+	}
+}
+
 // TestLookupLocks: a row returned by Lookup cannot change until the transaction ends;
 // a second Lookup of it waits and then sees the new version.
 func TestLookupLocks(t *testing.T) {

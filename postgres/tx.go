@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/melonsync/melonsync"
@@ -464,6 +466,16 @@ func (w *writeTx) Apply(t *schema.Table, ops []server.Op) error {
 // ApplyTables is Apply for several tables, in one round trip (in locate mode, table by
 // table).
 func (w *writeTx) ApplyTables(tables []*schema.Table, ops [][]server.Op) error {
+	return w.applyTablesMaybeCommit(tables, ops, false)
+}
+
+// ApplyTablesAndCommit is ApplyTables followed by the commit, in the same round trip
+// (in locate mode the commit is left to Write).
+func (w *writeTx) ApplyTablesAndCommit(tables []*schema.Table, ops [][]server.Op) error {
+	return w.applyTablesMaybeCommit(tables, ops, true)
+}
+
+func (w *writeTx) applyTablesMaybeCommit(tables []*schema.Table, ops [][]server.Op, commit bool) error {
 	for _, o := range ops {
 		if len(o) > 0 && o[0].Device != "" {
 			w.device = o[0].Device
@@ -477,7 +489,7 @@ func (w *writeTx) ApplyTables(tables []*schema.Table, ops [][]server.Op) error {
 		}
 		return nil
 	}
-	err := w.applyTables(tables, ops)
+	err := w.applyTables(tables, ops, commit)
 	if isRefusal(err) {
 		return errLocate
 	}
@@ -486,15 +498,15 @@ func (w *writeTx) ApplyTables(tables []*schema.Table, ops [][]server.Op) error {
 
 // apply is Apply without the handling of refusals.
 func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
-	return w.applyTables([]*schema.Table{t}, [][]server.Op{ops})
+	return w.applyTables([]*schema.Table{t}, [][]server.Op{ops}, false)
 }
 
-// applyTables performs the ops of several tables in one round trip: every statement
-// goes in one batch (they run in order, each seeing the ones before), and what
-// Lookup saw is checked against what they did once the batch is back.
-func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op) error {
+// applyTables performs the ops of several tables in one round trip, and commits in
+// it too when commit is set: every statement goes in one batch (they run in order,
+// each seeing the ones before; after a failure PostgreSQL skips the rest, the
+// COMMIT included).
+func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op, commit bool) error {
 	b := &pgx.Batch{}
-	var checks []func() error
 	for i, t := range tables {
 		for _, op := range ops[i] {
 			w.touched(t, op)
@@ -509,7 +521,7 @@ func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op) error {
 			batch := ops[i][start:end]
 			switch batch[0].Kind {
 			case server.OpInsert:
-				checks = append(checks, w.insert(b, t, batch))
+				w.insert(b, t, batch)
 			case server.OpUpdate:
 				w.update(b, t, batch)
 			case server.OpDelete:
@@ -520,18 +532,27 @@ func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op) error {
 			start = end
 		}
 	}
+	if commit {
+		// The push's timestamp is its version, wanted after the commit.
+		w.versionSQL(b, false)
+		b.Queue(`COMMIT`).Exec(func(tag pgconn.CommandTag) error {
+			w.lazy.begun = false
+			if tag.String() == "ROLLBACK" {
+				return pgx.ErrTxCommitRollback
+			}
+			return nil
+		})
+	}
 	if b.Len() == 0 {
 		return nil
 	}
 	err := w.tx.SendBatch(w.ctx, b).Close()
 	w.vQueued = false
 	if err != nil {
-		return wrap("apply", err)
-	}
-	for _, check := range checks {
-		if err := check(); err != nil {
-			return err
+		if r := racedError(err); r != nil {
+			return r
 		}
+		return wrap("apply", err)
 	}
 	return nil
 }
@@ -554,12 +575,6 @@ func sameBatch(a, b server.Op) bool {
 		return a.Device == b.Device
 	}
 	return true
-}
-
-// raced is the error for a row that appeared after Lookup: another transaction wrote
-// it meanwhile, so the checks made on it are stale. The client pulls and pushes again.
-func raced(t *schema.Table, ids []string) error {
-	return melonsync.ConflictError(map[string][]string{t.Name: ids})
 }
 
 // versionSQL returns the SQL of this transaction's version for the next statement
@@ -586,22 +601,27 @@ func (w *writeTx) versionSQL(b *pgx.Batch, inline bool) (sql string, reportV boo
 }
 
 // insert writes whole rows, in one statement. A tombstone with the same id is
-// removed; a live row with the same id is replaced only if Lookup saw (and locked) it.
-func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) (check func() error) {
+// removed; a live row with the same id is replaced only if Lookup saw (and locked)
+// it. Rows that appeared after Lookup (a tombstone it did not see: a concurrent
+// delete; a live row it did not see: a concurrent create) make the statement raise
+// MS409 (__melon_raced), which aborts the transaction: the push is a conflict.
+func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 	looked := w.looked[t.Name]
 	ids := make([]string, len(ops))
 	owners := make([]string, len(ops))
 	devices := make([]string, len(ops))
-	var live []string
+	live, dead := []string{}, []string{} // empty arrays, not NULL: NOT x = ANY(NULL) is NULL
 	for i, op := range ops {
 		ids[i], owners[i], devices[i] = op.ID, op.Owner, op.Device
-		if m, ok := looked[op.ID]; ok && !m.Deleted {
-			live = append(live, op.ID)
+		if m, ok := looked[op.ID]; ok {
+			if m.Deleted {
+				dead = append(dead, op.ID)
+			} else {
+				live = append(live, op.ID)
+			}
 		}
 		w.owner(op.Owner)
 	}
-	// One statement: the version (taken first when the transaction has none: the
-	// INSERT reads it), the tombstones removed, the rows written.
 	v, _ := w.versionSQL(b, true)
 	q := quoteIdent(t.Name)
 	var cols, sel, types, alias, sets strings.Builder
@@ -615,7 +635,8 @@ func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) (check 
 		sets.WriteString(", " + qc + " = excluded." + qc)
 		args = append(args, columnArray(c, ops, i))
 	}
-	args = append(args, live)
+	args = append(args, live, dead)
+	liveArg, deadArg := "$"+strconv.Itoa(len(args)-1), "$"+strconv.Itoa(len(args))
 	sql := `WITH __v AS (SELECT ` + v + ` AS v),
 		__gone AS (DELETE FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) RETURNING id),
 		__ins AS (INSERT INTO ` + q + ` AS __t (id, __owner, __version, __created_version, __created_device, __device` + cols.String() + `)
@@ -624,57 +645,30 @@ func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) (check 
 			ON CONFLICT (id) DO UPDATE SET __owner = excluded.__owner, __version = excluded.__version,
 				__created_version = excluded.__created_version, __created_device = excluded.__created_device,
 				__device = excluded.__device` + sets.String() + `
-			WHERE __t.id = ANY($` + strconv.Itoa(len(args)) + `::text[])
+			WHERE __t.id = ANY(` + liveArg + `::text[])
 			RETURNING __t.id)
-		SELECT 'v', v::text FROM __v UNION ALL SELECT 'g', id FROM __gone UNION ALL SELECT 'i', id FROM __ins`
-	var gone, written []string
-	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var kind, val string
-			if err := rows.Scan(&kind, &val); err != nil {
-				return err
-			}
-			switch kind {
-			case "v":
-				n, err := strconv.ParseInt(val, 10, 64)
-				if err != nil {
-					return fmt.Errorf("version %q: %w", val, err)
-				}
-				w.version, w.clock = n, n
-			case "g":
-				gone = append(gone, val)
-			default:
-				written = append(written, val)
-			}
+		SELECT __melon_raced($1,
+			ARRAY(SELECT id FROM __gone WHERE NOT id = ANY(` + deadArg + `::text[])) ||
+			ARRAY(SELECT k FROM unnest($2::text[]) AS k WHERE k NOT IN (SELECT id FROM __ins)),
+			(SELECT v FROM __v))`
+	b.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
+		var n int64
+		if err := row.Scan(&n); err != nil {
+			return err
 		}
-		return rows.Err()
+		w.version, w.clock = n, n
+		return nil
 	})
-	return func() error {
-		// Tombstones that were not there at Lookup mean a concurrent delete; rows not
-		// written, a concurrent create.
-		var stale []string
-		for _, id := range gone {
-			if m, ok := looked[id]; !ok || !m.Deleted {
-				stale = append(stale, id)
-			}
-		}
-		if len(stale) > 0 {
-			return raced(t, stale)
-		}
-		if len(written) != len(ids) {
-			done := make(map[string]bool, len(written))
-			for _, id := range written {
-				done[id] = true
-			}
-			for _, id := range ids {
-				if !done[id] {
-					stale = append(stale, id)
-				}
-			}
-			return raced(t, stale)
-		}
+}
+
+// racedError turns the MS409 error of __melon_raced into the push's conflict.
+func racedError(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "MS409" {
 		return nil
 	}
+	table, ids, _ := strings.Cut(pgErr.Detail, "\t")
+	return melonsync.ConflictError(map[string][]string{table: strings.Split(ids, ",")})
 }
 
 // update sets the columns marked in Set (the same for every op of the batch).

@@ -94,7 +94,8 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 			return err
 		}
 		// Apply takes the version with its first write (a store may save a round
-		// trip that way); the version is then the push's timestamp.
+		// trip that way); the version is then the push's timestamp. Nothing else
+		// may touch tx after applyPlan: it may have committed.
 		if err := applyPlan(tx, plan); err != nil {
 			return err
 		}
@@ -176,13 +177,17 @@ func lookupPushed(tx WriteTx, p *PushParams, guard *hookGuard) ([]map[string]Met
 	return metas, nil
 }
 
-// applyPlan performs the planned ops, table by table (at once where the store can).
+// applyPlan performs the planned ops, table by table (at once where the store can,
+// and commits with them where it can: nothing may touch tx after it).
 func applyPlan(tx WriteTx, plan []planned) error {
 	if btx, ok := tx.(TablesWriteTx); ok {
 		tables := make([]*schema.Table, len(plan))
 		ops := make([][]Op, len(plan))
 		for i, pl := range plan {
 			tables[i], ops[i] = pl.tp.Table, pl.ops
+		}
+		if ctx, ok := tx.(CommitWriteTx); ok {
+			return ctx.ApplyTablesAndCommit(tables, ops)
 		}
 		return btx.ApplyTables(tables, ops)
 	}

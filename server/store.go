@@ -126,6 +126,15 @@ type TablesWriteTx interface {
 	ApplyTables(tables []*schema.Table, ops [][]Op) error
 }
 
+// CommitWriteTx is a TablesWriteTx that can apply its last writes and commit in one
+// round trip. After ApplyTablesAndCommit returns nil the transaction is committed:
+// the function given to Write must then return nil without another statement
+// (Version answers from memory once a write took it).
+type CommitWriteTx interface {
+	TablesWriteTx
+	ApplyTablesAndCommit(tables []*schema.Table, ops [][]Op) error
+}
+
 // Filter selects rows for Scan. Its scope is, in this order: every row (Any), the
 // rows of a members table naming User, the rows of a group table whose group is in
 // Groups, or the rows Owner owns.
