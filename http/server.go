@@ -449,6 +449,13 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
+		defer func() {
+			// A panic of the read is the handler's, as if it ran on its goroutine.
+			if v := recover(); v != nil {
+				release()
+				sp.finish(&readPanic{v})
+			}
+		}()
 		err := h.svc.Pull(ctx, c, p, ans)
 		if err == nil {
 			err = ans.Close()
@@ -472,6 +479,10 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 	}()
 	whole, err := sp.ready()
 	if err != nil {
+		var rp *readPanic
+		if errors.As(err, &rp) {
+			panic(rp.v) // nothing sent yet: ServeHTTP answers 500
+		}
 		h.fail(w, r, err)
 		return
 	}
@@ -492,6 +503,11 @@ func (h *Handler) pull(w http.ResponseWriter, r *http.Request, c server.Caller, 
 		h.log.Warn("pull: sending the answer failed", "err", err.Error())
 	}
 }
+
+// readPanic is the value of a panic of a pull's read, carried to the handler.
+type readPanic struct{ v any }
+
+func (p *readPanic) Error() string { return fmt.Sprintf("panic: %v", p.v) }
 
 // streamPull streams the answer from inside the store's read transaction
 // (Options.StreamPulls).
