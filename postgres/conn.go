@@ -111,6 +111,52 @@ func (l *lazyTx) beginWithClock(ctx context.Context) (int64, error) {
 	return strconv.ParseInt(string(results[0].Rows[0][0]), 10, 64)
 }
 
+// sendFirst sends the batch build makes, starting the transaction with it when it
+// has not begun (BEGIN goes first in the batch). A first batch changes nothing
+// before its transaction commits, so when its connection turns out to be dead it is
+// sent again on another one (build must then start afresh), within the acquire
+// timeout.
+func (l *lazyTx) sendFirst(ctx context.Context, build func(b *pgx.Batch)) error {
+	if l.begun {
+		b := &pgx.Batch{}
+		build(b)
+		return l.conn.SendBatch(ctx, b).Close()
+	}
+	bctx := ctx
+	if l.s.acquire > 0 {
+		var cancel context.CancelFunc
+		bctx, cancel = context.WithTimeout(ctx, l.s.acquire)
+		defer cancel()
+	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if l.conn == nil {
+			if l.conn, err = l.pool.Acquire(bctx); err != nil {
+				if bctx.Err() != nil || !isUnavailable(err) {
+					break
+				}
+				continue
+			}
+		}
+		b := &pgx.Batch{}
+		b.Queue(l.beginSQL)
+		build(b)
+		l.begun = true // from here on, release rolls back
+		if err = l.conn.SendBatch(ctx, b).Close(); err == nil || !isUnavailable(err) || ctx.Err() != nil {
+			return err
+		}
+		l.release(ctx)
+		l.begun = false
+		if bctx.Err() != nil {
+			break
+		}
+	}
+	if bctx.Err() != nil && ctx.Err() == nil {
+		return fmt.Errorf("postgres: begin: %w: no connection to the database within %v: %w", melonsync.ErrUnavailable, l.s.acquire, err)
+	}
+	return err
+}
+
 func (l *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if err := l.ensure(ctx); err != nil {
 		return nil, err

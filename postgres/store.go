@@ -452,6 +452,10 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 			continue
 		}
 		if attempt >= writeAttempts || !isRetryableAbort(err) || ctx.Err() != nil {
+			var r *racedErr
+			if errors.As(err, &r) {
+				return r.conflict
+			}
 			return err
 		}
 		// Let the other transaction finish before trying again.
@@ -466,8 +470,15 @@ func (s *Store) Write(ctx context.Context, fn func(server.WriteTx) error) error 
 }
 
 // isRetryableAbort tells a deadlock or serialization failure: PostgreSQL rolled the
-// whole transaction back, so running it again is safe.
+// whole transaction back, so running it again is safe. A push that found rows
+// appeared after its Lookup (racedError) is run again too: its decisions rested on
+// what Lookup saw, and a fresh Lookup decides afresh — a conflict if another device
+// wrote them, none if they are this device's own retried push, whose first attempt
+// was still committing.
 func isRetryableAbort(err error) bool {
+	if errors.As(err, new(*racedErr)) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }

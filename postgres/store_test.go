@@ -19,8 +19,8 @@ func TestConformance(t *testing.T) {
 }
 
 // TestInsertRace: two pushes both find an id absent; the one that writes second must
-// not overwrite the first (which may be another user's record): it fails with a
-// conflict, and the first record stays as it was.
+// not overwrite the first (which may be another user's record): its write fails, it
+// runs again (seeing the record now), and the first record stays as it was.
 func TestInsertRace(t *testing.T) {
 	s := openTestStore(t)
 	h := storetest.NewHarness(t, s)
@@ -49,11 +49,24 @@ func TestInsertRace(t *testing.T) {
 			return tx.Apply(tasks, []server.Op{{Kind: server.OpInsert, ID: "x", Values: values("alice's"), Owner: "alice", Device: "a"}})
 		})
 	}()
+	runs := 0
 	err := s.Write(ctx, func(tx server.WriteTx) error {
+		runs++
 		<-firstLooked
 		m, err := tx.Lookup(tasks, []string{"x"})
-		if err != nil || len(m) != 0 {
-			return fmt.Errorf("lookup: %v %v", m, err)
+		if err != nil {
+			return err
+		}
+		if runs > 1 {
+			// Run again, the transaction sees alice's record: the service's checks
+			// would refuse bob's push now, as this does.
+			if m["x"].Owner != "alice" {
+				return fmt.Errorf("second run: lookup %v", m)
+			}
+			return melonsync.ConflictError(map[string][]string{"tasks": {"x"}})
+		}
+		if len(m) != 0 {
+			return fmt.Errorf("lookup: %v", m)
 		}
 		close(secondLooked)
 		if err := <-firstDone; err != nil {
@@ -61,8 +74,8 @@ func TestInsertRace(t *testing.T) {
 		}
 		return tx.Apply(tasks, []server.Op{{Kind: server.OpInsert, ID: "x", Values: values("bob's"), Owner: "bob", Device: "b"}})
 	})
-	if melonsync.ErrorCode(err) != melonsync.EConflict {
-		t.Fatalf("second insert of the same id: want conflict, got %v", err)
+	if melonsync.ErrorCode(err) != melonsync.EConflict || runs != 2 {
+		t.Fatalf("second insert of the same id: want conflict after a second run, got %v after %d runs", err, runs)
 	}
 	r := h.PullFrom("alice", "z", 0)
 	if c := r.Changes["tasks"]; c == nil || len(c.Created) != 1 || c.Created[0]["name"] != "alice's" {
@@ -75,8 +88,8 @@ func TestInsertRace(t *testing.T) {
 
 // TestInsertRaceWithDelete: a push finds an id absent, and before it writes, another
 // creates and deletes that id (leaving a tombstone). The push must not bring the
-// record back over a deletion it never saw: it fails with a conflict naming the id,
-// and nothing of it is written.
+// record back over a deletion it never saw: its write fails, it runs again (seeing
+// the tombstone now), and nothing of the first run is written.
 func TestInsertRaceWithDelete(t *testing.T) {
 	s := openTestStore(t)
 	h := storetest.NewHarness(t, s)
@@ -86,9 +99,23 @@ func TestInsertRaceWithDelete(t *testing.T) {
 	for i, c := range tasks.Columns {
 		values[i] = c.Default()
 	}
+	runs := 0
 	err := s.Write(ctx, func(tx server.WriteTx) error {
-		if m, err := tx.Lookup(tasks, []string{"y", "z"}); err != nil || len(m) != 0 {
-			return fmt.Errorf("lookup: %v %v", m, err)
+		runs++
+		m, err := tx.Lookup(tasks, []string{"y", "z"})
+		if err != nil {
+			return err
+		}
+		if runs > 1 {
+			// Run again, the transaction sees the deletion: a push that did not
+			// see it is a conflict (SPEC §3 push rule 4), as the service would say.
+			if !m["y"].Deleted {
+				return fmt.Errorf("second run: lookup %v", m)
+			}
+			return melonsync.ConflictError(map[string][]string{"tasks": {"y"}})
+		}
+		if len(m) != 0 {
+			return fmt.Errorf("lookup: %v", m)
 		}
 		if _, err := h.Push("alice", "other", 0, `{"tasks":{"created":[{"id":"y","name":"meanwhile"}]}}`); err != nil {
 			return err
@@ -102,8 +129,8 @@ func TestInsertRaceWithDelete(t *testing.T) {
 		})
 	})
 	var me *melonsync.Error
-	if !errors.As(err, &me) || me.Code != melonsync.EConflict || fmt.Sprint(me.Details) != "map[conflicts:map[tasks:[y]]]" {
-		t.Fatalf("insert over a tombstone that appeared after Lookup: want a conflict on tasks/y, got %v (%v)", err, me)
+	if !errors.As(err, &me) || me.Code != melonsync.EConflict || fmt.Sprint(me.Details) != "map[conflicts:map[tasks:[y]]]" || runs != 2 {
+		t.Fatalf("insert over a tombstone that appeared after Lookup: want a conflict on tasks/y after a second run, got %v (%v) after %d runs", err, me, runs)
 	}
 	r := h.PullFrom("alice", "w", 0)
 	if c := r.Changes["tasks"]; c != nil && len(c.Created) != 0 {

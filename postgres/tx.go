@@ -318,20 +318,23 @@ func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta,
 
 // LookupTables is Lookup for several tables, in one round trip: the statements run
 // in order, so the locks are taken in the same order as by one Lookup per table.
+// When it is the transaction's first statement (a push's is), the BEGIN and the clock
+// go with it.
 func (w *writeTx) LookupTables(tables []*schema.Table, ids [][]string) ([]map[string]server.Meta, error) {
 	outs := make([]map[string]server.Meta, len(tables))
-	b := &pgx.Batch{}
-	for i, t := range tables {
-		outs[i] = make(map[string]server.Meta, len(ids[i]))
-		if len(ids[i]) == 0 {
-			continue
+	err := w.lazy.sendFirst(w.ctx, func(b *pgx.Batch) {
+		if !w.lazy.begun && w.clock == 0 {
+			b.Queue(clockSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&w.clock) })
 		}
-		w.queueLookup(b, t, ids[i], outs[i])
-	}
-	if b.Len() > 0 {
-		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
-			return nil, wrap("lookup", err)
+		for i, t := range tables {
+			outs[i] = make(map[string]server.Meta, len(ids[i]))
+			if len(ids[i]) > 0 {
+				w.queueLookup(b, t, ids[i], outs[i])
+			}
 		}
+	})
+	if err != nil {
+		return nil, wrap("lookup", err)
 	}
 	for i, t := range tables {
 		looked := w.looked[t.Name]
@@ -661,6 +664,13 @@ func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 	})
 }
 
+// racedErr is the conflict of a write that found rows appeared after its Lookup;
+// Write runs the transaction again before answering it (isRetryableAbort).
+type racedErr struct{ conflict error }
+
+func (e *racedErr) Error() string { return e.conflict.Error() }
+func (e *racedErr) Unwrap() error { return e.conflict }
+
 // racedError turns the MS409 error of __melon_raced into the push's conflict.
 func racedError(err error) error {
 	var pgErr *pgconn.PgError
@@ -668,7 +678,7 @@ func racedError(err error) error {
 		return nil
 	}
 	table, ids, _ := strings.Cut(pgErr.Detail, "\t")
-	return melonsync.ConflictError(map[string][]string{table: strings.Split(ids, ",")})
+	return &racedErr{melonsync.ConflictError(map[string][]string{table: strings.Split(ids, ",")})}
 }
 
 // update sets the columns marked in Set (the same for every op of the batch).

@@ -53,11 +53,13 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		// A store may run this again after an aborted attempt: start afresh.
 		resp.RejectedIDs, resp.ResolvedIDs, resp.Timestamp, wrote, gapped, plan = nil, nil, 0, false, false, nil
 		seen := s.history.highest.Load() // before the clock is read (history.go)
-		if err := checkClock(tx, p); err != nil {
-			return err
-		}
+		// The look-ups first: a store may read the clock with them, in one round
+		// trip with the transaction's start.
 		metas, err := lookupPushed(tx, p, guard)
 		if err != nil {
+			return err
+		}
+		if err := checkClock(tx, p); err != nil {
 			return err
 		}
 		may, err := s.writeRights(tx, c, p, metas)
