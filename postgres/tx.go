@@ -353,30 +353,36 @@ func (w *writeTx) LookupTables(tables []*schema.Table, ids [][]string) ([]map[st
 	return outs, nil
 }
 
-// queueLookup queues the statement that reads (and locks) the rows of t with these
-// ids into out: the live rows, then the tombstones, each locked in id order (Append
-// runs its inputs in order; LockRows sits above each Sort).
+// queueLookup queues the statements that read (and lock) the rows of t with these
+// ids into out: the live rows, then the tombstones, each locked in id order. They
+// are two statements, not one: in READ COMMITTED each statement has its snapshot, and
+// the tombstones' must be taken after the live rows' locks were waited for — a push
+// that deleted a row meanwhile wrote its tombstone, which a snapshot taken before
+// that wait would not show (the id would look as if it never existed).
 func (w *writeTx) queueLookup(b *pgx.Batch, t *schema.Table, ids []string, out map[string]server.Meta) {
 	sorted := append([]string(nil), ids...)
 	sort.Strings(sorted)
-	b.Queue(`WITH l AS (
-			SELECT id, __owner, __version, __device, `+groupExpr(t)+` AS grp, `+userExpr(t)+` AS usr FROM `+quoteIdent(t.Name)+`
-			WHERE id = ANY($1) ORDER BY id FOR UPDATE),
-		d AS (SELECT id, owner, version, device, grp, usr FROM __melon_tombstones WHERE tbl = $2 AND id = ANY($1) ORDER BY id FOR UPDATE)
-		SELECT false, * FROM l UNION ALL SELECT true, * FROM d`, sorted, t.Name).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var id string
-			var m server.Meta
-			if err := rows.Scan(&m.Deleted, &id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
-				return err
+	read := func(deleted bool) func(pgx.Rows) error {
+		return func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id string
+				var m server.Meta
+				if err := rows.Scan(&id, &m.Owner, &m.Version, &m.Device, &m.Group, &m.User); err != nil {
+					return err
+				}
+				m.Deleted = deleted
+				if prev, seen := out[id]; seen && !prev.Deleted {
+					continue // a live row wins over a stray tombstone
+				}
+				out[id] = m
 			}
-			if prev, seen := out[id]; seen && !prev.Deleted {
-				continue // a live row wins over a stray tombstone
-			}
-			out[id] = m
+			return rows.Err()
 		}
-		return rows.Err()
-	})
+	}
+	b.Queue(`SELECT id, __owner, __version, __device, `+groupExpr(t)+`, `+userExpr(t)+` FROM `+quoteIdent(t.Name)+
+		` WHERE id = ANY($1) ORDER BY id FOR UPDATE`, sorted).Query(read(false))
+	b.Queue(`SELECT id, owner, version, device, grp, usr FROM __melon_tombstones WHERE tbl = $1 AND id = ANY($2) ORDER BY id FOR UPDATE`,
+		t.Name, sorted).Query(read(true))
 }
 
 // Clock returns the highest version handed out when it is first called; when it is
