@@ -45,13 +45,34 @@ func (s *Store) acquireLazy(ctx context.Context, beginSQL string) (*lazyTx, erro
 }
 
 // begin gets a connection when it has none and, with extra statements ("" for none),
-// sends BEGIN when it has not been sent. Nothing was done on a connection that fails
-// here, so it tries another one (a connection the database dropped while idle),
-// within the acquire timeout. extra's results follow the BEGIN's.
+// sends BEGIN when it has not been sent (firstTry). extra's results follow the
+// BEGIN's.
 func (l *lazyTx) begin(ctx context.Context, extra string) ([]*pgconn.Result, error) {
 	if l.conn != nil && (l.begun || extra == "") {
 		return nil, nil
 	}
+	var results []*pgconn.Result
+	err := l.firstTry(ctx, func(bctx context.Context) error {
+		if extra == "" {
+			return nil // BEGIN goes with the first statement
+		}
+		r, err := l.conn.Conn().PgConn().Exec(bctx, l.beginSQL+"; "+extra).ReadAll()
+		if err == nil {
+			l.begun, results = true, r[1:]
+		}
+		return err
+	})
+	if err != nil {
+		return nil, wrap("begin", err)
+	}
+	return results, nil
+}
+
+// firstTry runs send, the transaction's first message, on its connection (taking
+// one from the pool when it has none). Nothing of the transaction is done until
+// then, so when send fails for the connection (one the database dropped while idle)
+// it is tried again on another: at most three times, within the acquire timeout.
+func (l *lazyTx) firstTry(ctx context.Context, send func(bctx context.Context) error) error {
 	bctx := ctx
 	if l.s.acquire > 0 {
 		var cancel context.CancelFunc
@@ -68,25 +89,20 @@ func (l *lazyTx) begin(ctx context.Context, extra string) ([]*pgconn.Result, err
 				continue
 			}
 		}
-		if extra == "" {
-			return nil, nil // BEGIN goes with the first statement
+		if err = send(bctx); err == nil || !isUnavailable(err) || ctx.Err() != nil {
+			return err
 		}
-		var results []*pgconn.Result
-		results, err = l.conn.Conn().PgConn().Exec(bctx, l.beginSQL+"; "+extra).ReadAll()
-		if err == nil {
-			l.begun = true
-			return results[1:], nil
-		}
-		l.conn.Release() // a failed BEGIN leaves nothing behind; a broken connection is dropped
-		l.conn = nil
-		if bctx.Err() != nil || !isUnavailable(err) {
+		l.begun = true // whatever the message began, roll it back; a broken connection is dropped
+		l.release(ctx)
+		l.begun = false
+		if bctx.Err() != nil {
 			break
 		}
 	}
 	if bctx.Err() != nil && ctx.Err() == nil {
-		return nil, fmt.Errorf("postgres: begin: %w: no connection to the database within %v: %w", melonsync.ErrUnavailable, l.s.acquire, err)
+		return fmt.Errorf("postgres: begin: %w: no connection to the database within %v: %w", melonsync.ErrUnavailable, l.s.acquire, err)
 	}
-	return nil, wrap("begin", err)
+	return err
 }
 
 // ensure sends BEGIN alone when no statement has carried it yet.
@@ -112,49 +128,21 @@ func (l *lazyTx) beginWithClock(ctx context.Context) (int64, error) {
 }
 
 // sendFirst sends the batch build makes, starting the transaction with it when it
-// has not begun (BEGIN goes first in the batch). A first batch changes nothing
-// before its transaction commits, so when its connection turns out to be dead it is
-// sent again on another one (build must then start afresh), within the acquire
-// timeout.
+// has not begun (BEGIN goes first in the batch, and a dead connection is replaced:
+// firstTry; build must then start afresh).
 func (l *lazyTx) sendFirst(ctx context.Context, build func(b *pgx.Batch)) error {
 	if l.begun {
 		b := &pgx.Batch{}
 		build(b)
 		return l.conn.SendBatch(ctx, b).Close()
 	}
-	bctx := ctx
-	if l.s.acquire > 0 {
-		var cancel context.CancelFunc
-		bctx, cancel = context.WithTimeout(ctx, l.s.acquire)
-		defer cancel()
-	}
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if l.conn == nil {
-			if l.conn, err = l.pool.Acquire(bctx); err != nil {
-				if bctx.Err() != nil || !isUnavailable(err) {
-					break
-				}
-				continue
-			}
-		}
+	return l.firstTry(ctx, func(context.Context) error {
 		b := &pgx.Batch{}
 		b.Queue(l.beginSQL)
 		build(b)
 		l.begun = true // from here on, release rolls back
-		if err = l.conn.SendBatch(ctx, b).Close(); err == nil || !isUnavailable(err) || ctx.Err() != nil {
-			return err
-		}
-		l.release(ctx)
-		l.begun = false
-		if bctx.Err() != nil {
-			break
-		}
-	}
-	if bctx.Err() != nil && ctx.Err() == nil {
-		return fmt.Errorf("postgres: begin: %w: no connection to the database within %v: %w", melonsync.ErrUnavailable, l.s.acquire, err)
-	}
-	return err
+		return l.conn.SendBatch(ctx, b).Close()
+	})
 }
 
 func (l *lazyTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {

@@ -99,8 +99,11 @@ type Option func(*config)
 // server's default (usually public).
 func WithSchema(name string) Option { return func(c *config) { c.schema = name } }
 
-// DefaultMaxConns is the default size of each pool: 4 per CPU, at least 16.
-func DefaultMaxConns() int32 { return int32(max(16, 4*runtime.NumCPU())) }
+// DefaultMaxConns is the default size of each pool (writes, pulls): 2 per CPU, at
+// least 8. Writers commit in parallel, so a few connections per core pay; more only
+// add backends competing for the same cores, and every process needs up to twice
+// this plus one connection of the database's max_connections (100 by default).
+func DefaultMaxConns() int32 { return int32(max(8, 2*runtime.NumCPU())) }
 
 // WithMaxConns sets the size of the pool of writes (pushes, purges, health checks;
 // default: DefaultMaxConns, or the DSN's pool_max_conns).
@@ -161,8 +164,6 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	case cfg.maxConns > 0:
 		pcfg.MaxConns = cfg.maxConns
 	case !strings.Contains(dsn, "pool_max_conns"):
-		// Writers commit in parallel, and PostgreSQL flushes the WAL of commits
-		// that arrive together at once: a few connections per core pay.
 		pcfg.MaxConns = DefaultMaxConns()
 	}
 	rcfg := pcfg.Copy()
