@@ -69,14 +69,16 @@ func TestSyncConcurrentOnTwoHandlesOfOneFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	release := make(chan struct{})
+	pulling, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		done <- Synchronize(context.Background(), db1, SyncOptions{PullChanges: func(context.Context, PullArgs) (*PullResult, error) {
+			close(pulling)
 			<-release
 			return &PullResult{Changes: stChangeSet(map[string]melonsync.TableChanges{"mock_projects": {Created: []melonsync.RawRecord{{"id": "late", "name": "x"}}}}), Timestamp: 300}, nil
 		}})
 	}()
+	<-pulling // the first sync has read lastPulledAt: the second finishes while it pulls
 	if err := Synchronize(context.Background(), db2, SyncOptions{PullChanges: stEmptyPull(100).Pull}); err != nil {
 		t.Fatal(err)
 	}
