@@ -72,6 +72,7 @@ type Store struct {
 	ticking  atomic.Bool // a tick (clock.go) is running
 	notes    notifier    // NOTIFYs of committed writes (notify.go)
 	devices  deviceCache // operator flags of devices (devicecache.go)
+	groups   *grouper    // group commit of pushes (group.go); nil: off
 
 	mu     sync.Mutex // guards closed and watch.Add
 	closed bool
@@ -88,6 +89,7 @@ type config struct {
 	statementTimeout time.Duration
 	readTimeout      time.Duration
 	acquireTimeout   time.Duration
+	groupSlots       int
 }
 
 // Option configures Open.
@@ -131,6 +133,11 @@ func WithReadTimeout(d time.Duration) Option { return func(c *config) { c.readTi
 // network) that stops answering gets the client a 503 in bounded time rather than a
 // hang: PostgreSQL's own statement timeout cannot fire when nothing reaches it.
 func WithAcquireTimeout(d time.Duration) Option { return func(c *config) { c.acquireTimeout = d } }
+
+// WithGroupSlots sets how many group-commit transactions of pushes (group.go) run at
+// once; 0 keeps the default (DefaultGroupSlots), a negative n turns group commit off
+// (every push is a transaction of its own).
+func WithGroupSlots(n int) Option { return func(c *config) { c.groupSlots = n } }
 
 // Open connects to the database at dsn (a postgres:// or postgresql:// URL, or a
 // key=value string), creates or upgrades melonsync's own tables and returns the store.
@@ -194,6 +201,11 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	slots := cfg.groupSlots
+	if slots == 0 {
+		slots = DefaultGroupSlots()
+	}
+	s.groups = newGrouper(slots)
 	s.notes.start(s)
 	return s, nil
 }

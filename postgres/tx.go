@@ -413,6 +413,17 @@ func (w *writeTx) Version() (int64, error) {
 	return v, nil
 }
 
+// noteOp notes, for NOTIFY, whose data op on t changes (the row's owner, and the
+// groups and users it concerns).
+func (w *writeTx) noteOp(t *schema.Table, op server.Op) {
+	if op.Kind == server.OpInsert {
+		w.owner(op.Owner)
+	} else if m, ok := w.looked[t.Name][op.ID]; ok {
+		w.owner(m.Owner)
+	}
+	w.touched(t, op)
+}
+
 func (w *writeTx) owner(o string) {
 	if w.owners == nil {
 		w.owners = map[string]bool{}
@@ -518,7 +529,7 @@ func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op, commit 
 	b := &pgx.Batch{}
 	for i, t := range tables {
 		for _, op := range ops[i] {
-			w.touched(t, op)
+			w.noteOp(t, op)
 		}
 		for start := 0; start < len(ops[i]); {
 			end := start + 1
@@ -629,7 +640,6 @@ func (w *writeTx) insert(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 				live = append(live, op.ID)
 			}
 		}
-		w.owner(op.Owner)
 	}
 	v, _ := w.versionSQL(b, true)
 	q := quoteIdent(t.Name)
@@ -691,12 +701,8 @@ func racedError(err error) error {
 func (w *writeTx) update(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 	ids := make([]string, len(ops))
 	devices := make([]string, len(ops))
-	looked := w.looked[t.Name]
 	for i, op := range ops {
 		ids[i], devices[i] = op.ID, op.Device
-		if m, ok := looked[op.ID]; ok {
-			w.owner(m.Owner)
-		}
 	}
 	v, _ := w.versionSQL(b, false)
 	var sets, types, alias strings.Builder
@@ -720,12 +726,8 @@ func (w *writeTx) update(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 // this transaction's version and the device in melonsync.device.
 func (w *writeTx) delete(b *pgx.Batch, t *schema.Table, ops []server.Op) {
 	ids := make([]string, len(ops))
-	looked := w.looked[t.Name]
 	for i, op := range ops {
 		ids[i] = op.ID
-		if m, ok := looked[op.ID]; ok {
-			w.owner(m.Owner)
-		}
 	}
 	w.versionSQL(b, false)
 	b.Queue(`SELECT set_config('melonsync.device', $1, true)`, ops[0].Device)
@@ -810,38 +812,54 @@ func (r *readTx) Moves(t *schema.Table, f server.MoveFilter, fn func(server.Move
 // Memberships returns the groups of kind g user is a member of, locking those
 // membership rows (FOR SHARE) so that a concurrent removal waits for this push.
 func (w *writeTx) Memberships(g *schema.Group, user string) ([]string, error) {
-	rows, err := w.tx.Query(w.ctx, `SELECT coalesce(`+quoteIdent(g.GroupCol)+`, '') FROM `+quoteIdent(g.Members.Name)+
-		` WHERE `+quoteIdent(g.UserCol)+` = $1 ORDER BY id FOR SHARE`, user)
-	if err != nil {
-		return nil, wrap("memberships", err)
-	}
-	groups, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	var groups []string
+	b := &pgx.Batch{}
+	queueMemberships(b, g, user, &groups)
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
 		return nil, wrap("memberships", err)
 	}
 	return groups, nil
+}
+
+// queueMemberships queues Memberships' statement, its answer into groups.
+func queueMemberships(b *pgx.Batch, g *schema.Group, user string, groups *[]string) {
+	b.Queue(`SELECT coalesce(`+quoteIdent(g.GroupCol)+`, '') FROM `+quoteIdent(g.Members.Name)+
+		` WHERE `+quoteIdent(g.UserCol)+` = $1 ORDER BY id FOR SHARE`, user).Query(func(rows pgx.Rows) error {
+		var err error
+		*groups, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 }
 
 // Unclaimed takes a transaction-scoped advisory lock on founding (g, id), then checks
 // that no table of kind g has a live row of the group. Under the lock, READ
 // COMMITTED statements see a concurrent founder's rows once it committed.
 func (w *writeTx) Unclaimed(g *schema.Group, id string) (bool, error) {
-	if _, err := w.tx.Exec(w.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`,
-		"melonsync:found:"+w.s.instance+":"+g.Name+":"+id); err != nil {
+	var taken bool
+	b := &pgx.Batch{}
+	w.s.queueUnclaimed(b, g, id, &taken)
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
 		return false, wrap("found", err)
 	}
-	for _, t := range w.s.tablesOf(g) {
-		var taken bool
+	return !taken, nil
+}
+
+// queueUnclaimed queues Unclaimed's statements: the lock, then one look per table of
+// kind g (each statement's snapshot is taken after the lock was granted); taken says
+// whether any found a row.
+func (s *Store) queueUnclaimed(b *pgx.Batch, g *schema.Group, id string, taken *bool) {
+	*taken = false
+	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "melonsync:found:"+s.instance+":"+g.Name+":"+id)
+	for _, t := range s.tablesOf(g) {
 		col := "id"
 		if t.Rule.By != "id" {
 			col = quoteIdent(t.Rule.By)
 		}
-		if err := w.tx.QueryRow(w.ctx, `SELECT EXISTS (SELECT 1 FROM `+quoteIdent(t.Name)+` WHERE `+col+` = $1)`, id).Scan(&taken); err != nil {
-			return false, wrap("found", err)
-		}
-		if taken {
-			return false, nil
-		}
+		b.Queue(`SELECT EXISTS (SELECT 1 FROM `+quoteIdent(t.Name)+` WHERE `+col+` = $1)`, id).QueryRow(func(row pgx.Row) error {
+			var found bool
+			err := row.Scan(&found)
+			*taken = *taken || found
+			return err
+		})
 	}
-	return true, nil
 }

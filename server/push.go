@@ -49,7 +49,11 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 	resp := &melonsync.PushResponse{OK: true}
 	wrote, gapped := false, false
 	var plan []planned
-	err := s.store.Write(ctx, func(tx WriteTx) error {
+	write := s.store.Write
+	if gw, ok := s.store.(GroupWriter); ok && p.records() <= groupedPushMax {
+		write = gw.WriteGrouped
+	}
+	err := write(ctx, func(tx WriteTx) error {
 		// A store may run this again after an aborted attempt: start afresh.
 		resp.RejectedIDs, resp.ResolvedIDs, resp.Timestamp, wrote, gapped, plan = nil, nil, 0, false, false, nil
 		seen := s.history.highest.Load() // before the clock is read (history.go)
@@ -123,6 +127,20 @@ func (s *Service) pushOnce(ctx context.Context, c Caller, p *PushParams, guard *
 		s.deliver(ctx, changesOf(c, resp.Timestamp, plan))
 	}
 	return resp, nil
+}
+
+// groupedPushMax is the most records a push may hold to be committed with others
+// (GroupWriter): a large push would hold a group's smaller ones back.
+const groupedPushMax = 100
+
+// records counts the records p names.
+func (p *PushParams) records() int {
+	n := 0
+	for i := range p.Tables {
+		tp := &p.Tables[i]
+		n += len(tp.Created) + len(tp.Updated) + len(tp.Deleted)
+	}
+	return n
 }
 
 // pushState is what one attempt of a push collects, table by table.

@@ -135,6 +135,15 @@ type CommitWriteTx interface {
 	ApplyTablesAndCommit(tables []*schema.Table, ops [][]Op) error
 }
 
+// GroupWriter is a Store that can commit small pushes together (group commit;
+// PostgreSQL: group.go). WriteGrouped is Write for a push's function, and may run it
+// in one transaction with other pushes' while keeping each all-or-nothing and its
+// answer the one Write would give. The function may be run again alone at any call
+// it makes of its WriteTx (so, like Write's, it must start afresh each time).
+type GroupWriter interface {
+	WriteGrouped(ctx context.Context, fn func(WriteTx) error) error
+}
+
 // Filter selects rows for Scan. Its scope is, in this order: every row (Any), the
 // rows of a members table naming User, the rows of a group table whose group is in
 // Groups, or the rows Owner owns.

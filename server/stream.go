@@ -242,10 +242,12 @@ func (d *streamDecoder) records(t *schema.Table, seen map[string]struct{}) ([]Pu
 	if null, err := d.array(); null || err != nil {
 		return nil, err
 	}
-	// The records go into chunks, copied once into one slice at the end: half the
-	// allocation of growing one slice as they come.
+	// The records go into chunks (of doubling size, from a few: most pushes hold a
+	// few records), copied once into one slice at the end: half the allocation of
+	// growing one slice as they come.
 	var full [][]PushedRecord
-	chunk, n := make([]PushedRecord, 0, 64), 0
+	var chunk []PushedRecord
+	n := 0
 	for d.more() {
 		rec, err := d.record(t)
 		if err != nil {
@@ -256,8 +258,10 @@ func (d *streamDecoder) records(t *schema.Table, seen map[string]struct{}) ([]Pu
 		}
 		seen[rec.ID] = struct{}{}
 		if len(chunk) == cap(chunk) {
-			full = append(full, chunk)
-			chunk = make([]PushedRecord, 0, min(2*cap(chunk), 4096))
+			if cap(chunk) > 0 {
+				full = append(full, chunk)
+			}
+			chunk = make([]PushedRecord, 0, max(4, min(2*cap(chunk), 4096)))
 		}
 		chunk = append(chunk, rec)
 		n++
