@@ -8,3 +8,7 @@ func SetWatchPing(d time.Duration) (restore func()) {
 	watchPing = d
 	return func() { watchPing = old }
 }
+
+// QueuedWrites is the number of WriteGrouped calls waiting for a group slot or a
+// leader, for tests.
+func (s *Store) QueuedWrites() int { return int(s.groups.waiting.Load()) }

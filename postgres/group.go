@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,6 +55,27 @@ var errRegroup = errors.New("postgres: this write runs again on its own")
 type grouper struct {
 	slots chan struct{}
 	queue chan *member
+
+	waiting               atomic.Int32 // writes waiting for a slot or a leader
+	groups, grouped, sent atomic.Int64 // GroupStats
+}
+
+// GroupStats counts what group commit did since the store opened.
+type GroupStats struct {
+	// Groups is the number of group transactions run (two members or more).
+	Groups int64
+	// Grouped is the number of pushes committed in one of them.
+	Grouped int64
+	// Alone is the number of pushes a group sent to run alone.
+	Alone int64
+}
+
+// GroupStats says what group commit did (zero when it is off).
+func (s *Store) GroupStats() GroupStats {
+	if s.groups == nil {
+		return GroupStats{}
+	}
+	return GroupStats{Groups: s.groups.groups.Load(), Grouped: s.groups.grouped.Load(), Alone: s.groups.sent.Load()}
 }
 
 // DefaultGroupSlots is the number of group transactions a store runs at once unless
@@ -104,22 +126,28 @@ func (s *Store) WriteGrouped(ctx context.Context, fn func(server.WriteTx) error)
 		defer t.Stop()
 		expired = t.C
 	}
+	gr.waiting.Add(1)
 	select {
 	case gr.slots <- struct{}{}:
+		gr.waiting.Add(-1)
 		members := gr.drain(m)
 		if len(members) == 1 {
 			defer func() { <-gr.slots }()
 			return s.Write(ctx, fn)
 		}
-		g := &group{s: s, calls: make(chan *groupCall), ended: make(chan struct{}), claims: map[string]map[string]*member{}}
+		g := &group{s: s, stats: gr, calls: make(chan *groupCall), ended: make(chan struct{}), claims: map[string]map[string]*member{}}
+		gr.groups.Add(1)
 		go func() {
 			g.run(members)
 			<-gr.slots
 		}()
 	case gr.queue <- m:
+		gr.waiting.Add(-1)
 	case <-ctx.Done():
+		gr.waiting.Add(-1)
 		return fmt.Errorf("postgres: begin write: %w", ctx.Err())
 	case <-expired:
+		gr.waiting.Add(-1)
 		return fmt.Errorf("postgres: write: %w: no answer from the database within %v", melonsync.ErrUnavailable, s.writeLimit)
 	}
 	return m.run(s)
@@ -149,6 +177,7 @@ func (m *member) run(s *Store) error {
 		panic(m.panicked)
 	}
 	if errors.Is(err, errRegroup) {
+		t.g.stats.sent.Add(1)
 		<-t.g.ended
 		return s.Write(m.ctx, m.fn)
 	}
@@ -200,6 +229,7 @@ type group struct {
 	ended  chan struct{} // closed once the transaction is over
 	failed error         // the transaction failed: what every call answers (fail)
 	claims map[string]map[string]*member
+	stats  *grouper
 }
 
 // run starts the members and answers their calls, a round at a time, until every
@@ -435,6 +465,7 @@ func (g *group) commit(finals []*groupCall) {
 		c.clock = w.version
 		c.m.reply <- nil
 	}
+	g.stats.grouped.Add(int64(len(admitted)))
 	g.s.noteClock(w.version)
 }
 
