@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -137,9 +138,10 @@ func (s *Store) WriteGrouped(ctx context.Context, fn func(server.WriteTx) error)
 		}
 		g := &group{s: s, stats: gr, calls: make(chan *groupCall), ended: make(chan struct{}), claims: map[string]map[string]*member{}}
 		gr.groups.Add(1)
+		g.leave = sync.OnceFunc(func() { <-gr.slots })
 		go func() {
+			defer g.leave()
 			g.run(members)
-			<-gr.slots
 		}()
 	case gr.queue <- m:
 		gr.waiting.Add(-1)
@@ -230,6 +232,10 @@ type group struct {
 	failed error         // the transaction failed: what every call answers (fail)
 	claims map[string]map[string]*member
 	stats  *grouper
+	// leave gives the group's slot back: at the latest when the group ends, and as
+	// soon as it sends its commit, so that the next group forms and reads while
+	// this one's COMMIT is on its way (at most one group forms at a time per slot).
+	leave func()
 }
 
 // run starts the members and answers their calls, a round at a time, until every
@@ -448,6 +454,7 @@ func (g *group) commit(finals []*groupCall) {
 	}
 	tables, ops := mergeOps(admitted)
 	w := g.w
+	g.leave()
 	if err := w.applyTables(tables, ops, true); err != nil {
 		// Not regroupable: whether the COMMIT took effect may be unknown, as for a
 		// write alone.
