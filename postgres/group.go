@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -466,6 +467,7 @@ func (g *group) commit(finals []*groupCall) {
 		for i, t := range c.tables {
 			for _, op := range c.ops[i] {
 				notes.noteOp(t, op)
+				notes.device = cmp.Or(notes.device, op.Device)
 			}
 		}
 		g.s.notes.add(notes.notes())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/postgres"
+	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/server/storetest"
 )
 
@@ -245,7 +246,9 @@ func TestGroupCommitLockStall(t *testing.T) {
 		})
 	}
 	watch := plainConn(t)
+	watched := make(chan struct{})
 	go func() {
+		defer close(watched)
 		// The others are answered while the row is held (for at most 10 s); then it
 		// is released.
 		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
@@ -261,6 +264,7 @@ func TestGroupCommitLockStall(t *testing.T) {
 	}()
 	out := r.inOneGroup(pushes...)
 	<-heldDone
+	<-watched
 	for i, o := range out {
 		if o.err != nil {
 			t.Fatalf("push %d: %v", i, o.err)
@@ -273,4 +277,47 @@ func TestGroupCommitLockStall(t *testing.T) {
 		t.Errorf("the other pushes waited %v for a row they do not touch", others.Round(time.Millisecond))
 	}
 	t.Logf("the other pushes were answered within %v", others.Round(time.Millisecond))
+}
+
+// TestGroupCommitNotifies: every member of a group is announced to listening
+// processes with its own user and device (so that the pushing device's own streams
+// are not woken) and the group's version.
+func TestGroupCommitNotifies(t *testing.T) {
+	r := newGroupRig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan server.Change, 100)
+	watching := make(chan error, 1)
+	go func() { watching <- r.s.Watch(ctx, func(c server.Change) { changes <- c }) }()
+	defer func() { cancel(); <-watching }()
+	// Watch may not listen yet: push until it hears.
+	for heard := false; !heard; {
+		r.h.MustPush("probe", "p", 0, `{"notes":{"created":[{"id":"probe-`+fmt.Sprint(time.Now().UnixNano())+`","body":"x"}]}}`)
+		select {
+		case <-changes:
+			heard = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	out := r.inOneGroup(
+		pushAs(r.h, "u0", "d0", 0, `{"notes":{"created":[{"id":"n0","body":"a"}]}}`),
+		pushAs(r.h, "u1", "d1", 0, `{"notes":{"created":[{"id":"n1","body":"b"}]}}`),
+		pushAs(r.h, "u2", "d2", 0, `{"notes":{"created":[{"id":"n2","body":"c"}]}}`))
+	v := out[0].resp.Timestamp
+	got := map[string]string{}
+	for end := time.After(5 * time.Second); len(got) < 3; {
+		select {
+		case c := <-changes:
+			if c.Version == v {
+				got[c.User] = c.Device
+			}
+		case <-end:
+			t.Fatalf("heard of %v at version %d, want u0, u1 and u2", got, v)
+		}
+	}
+	for i := range 3 {
+		if u := fmt.Sprintf("u%d", i); got[u] != fmt.Sprintf("d%d", i) {
+			t.Errorf("%s's change announced from device %q, want d%d", u, got[u], i)
+		}
+	}
 }
