@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -346,7 +347,7 @@ func (g *group) round(calls []*groupCall) {
 		}
 	}
 	calls = append(lookups, queued...)
-	tables, ids := mergeLookups(lookups)
+	tables, ids := g.mergeLookups(lookups)
 	var found []map[string]server.Meta
 	w := g.w
 	if len(tables)+len(queued) > 0 || !w.lazy.begun {
@@ -421,9 +422,10 @@ func (g *group) claim(c *groupCall) bool {
 	return true
 }
 
-// mergeLookups returns the tables the calls look up, in the order they first appear,
-// with every id looked up in each.
-func mergeLookups(calls []*groupCall) ([]*schema.Table, [][]string) {
+// mergeLookups returns the tables the calls look up, in the schema's order (a push's
+// own order: the locks are taken in one global order), with every id looked up in
+// each.
+func (g *group) mergeLookups(calls []*groupCall) ([]*schema.Table, [][]string) {
 	var tables []*schema.Table
 	var ids [][]string
 	at := map[string]int{}
@@ -441,7 +443,22 @@ func mergeLookups(calls []*groupCall) ([]*schema.Table, [][]string) {
 			ids[k] = append(ids[k], c.ids[i]...)
 		}
 	}
-	return tables, ids
+	pos := map[string]int{}
+	if sch := g.s.app.Load(); sch != nil {
+		for i, t := range sch.Tables {
+			pos[t.Name] = i
+		}
+	}
+	order := make([]int, len(tables))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return pos[tables[order[a]].Name] < pos[tables[order[b]].Name] })
+	sortedTables, sortedIDs := make([]*schema.Table, len(tables)), make([][]string, len(tables))
+	for i, k := range order {
+		sortedTables[i], sortedIDs[i] = tables[k], ids[k]
+	}
+	return sortedTables, sortedIDs
 }
 
 // commit writes the final calls' ops, each table's in as few statements as their
