@@ -273,6 +273,30 @@ func (g *group) run(members []*member) {
 	}
 }
 
+// gather merges the calls' lists of each table (list(c, i): c's list of its i-th
+// table): the tables in the order they first appear, each with its lists joined.
+func gather[T any](calls []*groupCall, list func(c *groupCall, i int) []T) ([]*schema.Table, [][]T) {
+	var tables []*schema.Table
+	var lists [][]T
+	at := map[string]int{}
+	for _, c := range calls {
+		for i, t := range c.tables {
+			l := list(c, i)
+			if len(l) == 0 {
+				continue
+			}
+			k, ok := at[t.Name]
+			if !ok {
+				k = len(tables)
+				at[t.Name] = k
+				tables, lists = append(tables, t), append(lists, nil)
+			}
+			lists[k] = append(lists[k], l...)
+		}
+	}
+	return tables, lists
+}
+
 // earliest returns the earliest deadline of the members (zero when they have none).
 func earliest(members []*member) time.Time {
 	var d time.Time
@@ -426,23 +450,7 @@ func (g *group) claim(c *groupCall) bool {
 // own order: the locks are taken in one global order), with every id looked up in
 // each.
 func (g *group) mergeLookups(calls []*groupCall) ([]*schema.Table, [][]string) {
-	var tables []*schema.Table
-	var ids [][]string
-	at := map[string]int{}
-	for _, c := range calls {
-		for i, t := range c.tables {
-			if len(c.ids[i]) == 0 {
-				continue
-			}
-			k, ok := at[t.Name]
-			if !ok {
-				k = len(tables)
-				at[t.Name] = k
-				tables, ids = append(tables, t), append(ids, nil)
-			}
-			ids[k] = append(ids[k], c.ids[i]...)
-		}
-	}
+	tables, ids := gather(calls, func(c *groupCall, i int) []string { return c.ids[i] })
 	pos := map[string]int{}
 	if sch := g.s.app.Load(); sch != nil {
 		for i, t := range sch.Tables {

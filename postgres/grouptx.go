@@ -128,20 +128,7 @@ func (t *groupTx) Moves(*schema.Table, server.MoveFilter, func(server.Move) erro
 // columns they set; for deletes, the device) so that they go in few statements,
 // unless an id repeats among them (then their order matters and is kept).
 func mergeOps(calls []*groupCall) ([]*schema.Table, [][]server.Op) {
-	var tables []*schema.Table
-	var ops [][]server.Op
-	at := map[string]int{}
-	for _, c := range calls {
-		for i, t := range c.tables {
-			k, ok := at[t.Name]
-			if !ok {
-				k = len(tables)
-				at[t.Name] = k
-				tables, ops = append(tables, t), append(ops, nil)
-			}
-			ops[k] = append(ops[k], c.ops[i]...)
-		}
-	}
+	tables, ops := gather(calls, func(c *groupCall, i int) []server.Op { return c.ops[i] })
 	for _, list := range ops {
 		seen := make(map[string]bool, len(list))
 		repeats := false
