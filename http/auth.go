@@ -30,6 +30,7 @@ type Auth struct {
 	ticketKey []byte
 	now       func() time.Time
 	keys      *keySet // nil: HS256 only
+	verified  *tokenCache
 }
 
 // Identity is who a verified token speaks for, and until when.
@@ -47,7 +48,7 @@ func NewAuth(secret []byte) (*Auth, error) {
 	}
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte("melonsync event-stream ticket v1"))
-	return &Auth{secret: secret, ticketKey: m.Sum(nil), now: time.Now}, nil
+	return &Auth{secret: secret, ticketKey: m.Sum(nil), now: time.Now, verified: newTokenCache()}, nil
 }
 
 // Mint returns a token for user that expires after ttl.
@@ -89,6 +90,19 @@ func (a *Auth) Authenticate(header string) (Identity, error) {
 	if len(tok) > maxTokenBytes {
 		return Identity{}, unauthorized(fmt.Sprintf("token is longer than %d bytes", maxTokenBytes))
 	}
+	now := a.now()
+	if id, ok := a.verified.get(tok, now); ok {
+		return id, nil
+	}
+	id, err := a.check(tok)
+	if err == nil {
+		a.verified.put(tok, id, now)
+	}
+	return id, err
+}
+
+// check verifies tok, as Authenticate describes, without the cache.
+func (a *Auth) check(tok string) (Identity, error) {
 	unverified, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
 	if err != nil {
 		return Identity{}, unauthorized("malformed token (not a JWT)")

@@ -59,8 +59,8 @@ type grouper struct {
 	slots chan struct{}
 	queue chan *member
 
-	waiting               atomic.Int32 // writes waiting for a slot or a leader
-	groups, grouped, sent atomic.Int64 // GroupStats
+	waiting                       atomic.Int32 // writes waiting for a slot or a leader
+	groups, grouped, sent, single atomic.Int64 // GroupStats
 }
 
 // GroupStats counts what group commit did since the store opened.
@@ -71,6 +71,9 @@ type GroupStats struct {
 	Grouped int64
 	// Alone is the number of pushes a group sent to run alone.
 	Alone int64
+	// Single is the number of pushes that found no other one queued and ran as a
+	// plain write.
+	Single int64
 }
 
 // GroupStats says what group commit did (zero when it is off).
@@ -78,7 +81,8 @@ func (s *Store) GroupStats() GroupStats {
 	if s.groups == nil {
 		return GroupStats{}
 	}
-	return GroupStats{Groups: s.groups.groups.Load(), Grouped: s.groups.grouped.Load(), Alone: s.groups.sent.Load()}
+	return GroupStats{Groups: s.groups.groups.Load(), Grouped: s.groups.grouped.Load(), Alone: s.groups.sent.Load(),
+		Single: s.groups.single.Load()}
 }
 
 // DefaultGroupSlots is the number of group transactions a store runs at once unless
@@ -135,6 +139,7 @@ func (s *Store) WriteGrouped(ctx context.Context, fn func(server.WriteTx) error)
 		gr.waiting.Add(-1)
 		members := gr.drain(m)
 		if len(members) == 1 {
+			gr.single.Add(1)
 			defer func() { <-gr.slots }()
 			return s.Write(ctx, fn)
 		}

@@ -81,12 +81,25 @@ type streamDecoder struct {
 	dec *jsontext.Decoder
 	buf []byte // unquoted strings that held escapes
 	// Slabs the records' Values, Set and Changed are cut from: a few allocations
-	// per slabRecords records instead of three per record.
+	// per slab of records instead of three per record.
 	vals []any
 	sets []bool
+	slab int // records per slab: doubles from minSlabRecords to maxSlabRecords
 }
 
-const slabRecords = 256
+// A body's first slab holds minSlabRecords records, so that a push of a few records
+// allocates little; each next one twice as many, up to maxSlabRecords.
+const (
+	minSlabRecords = 4
+	maxSlabRecords = 256
+)
+
+// slabSize returns the number of records the next slab holds, and doubles it.
+func (d *streamDecoder) slabSize() int {
+	n := max(d.slab, minSlabRecords)
+	d.slab = min(2*n, maxSlabRecords)
+	return n
+}
 
 // push decodes {"lastPulledAt": n, "changes": {…}} up to the end of the input.
 func (d *streamDecoder) push() (*PushParams, error) {
@@ -562,7 +575,7 @@ func (d *streamDecoder) end() error {
 
 func (d *streamDecoder) valueSlab(n int) []any {
 	if len(d.vals) < n {
-		d.vals = make([]any, n*slabRecords)
+		d.vals = make([]any, n*d.slabSize())
 	}
 	s := d.vals[:n:n]
 	d.vals = d.vals[n:]
@@ -571,7 +584,7 @@ func (d *streamDecoder) valueSlab(n int) []any {
 
 func (d *streamDecoder) setSlab(n int) []bool {
 	if len(d.sets) < n {
-		d.sets = make([]bool, n*slabRecords)
+		d.sets = make([]bool, n*max(d.slab, minSlabRecords))
 	}
 	s := d.sets[:n:n]
 	d.sets = d.sets[n:]

@@ -7,8 +7,11 @@
 //     then 1 and 2 serve processes on one PostgreSQL schema (clients spread evenly).
 //   - sqlite: 1 serve process on a SQLite file (the baseline is not run).
 //
-// It prints pushes/s and the latency's p50/p99 for each, and each figure's ratio to
-// the baseline.
+// It prints pushes/s and the latency's p50/p99 for each, each figure's ratio to the
+// baseline, and the CPU time per push of the serve processes, of PostgreSQL and of
+// this program (the load), read from /proc over the measured window. With -repeat N
+// the measurements run N rounds, interleaved, and their medians follow: on a shared
+// machine a single run can be a fifth off.
 //
 // With -pullers N, N more clients pull incrementally in a loop while the pushes run,
 // and a line for their pulls follows each push line (pulls wait at the gate that
@@ -17,6 +20,7 @@
 //	go run ./bench/push -seconds 15
 //	go run ./bench/push -pullers 16
 //	go run ./bench/push -store sqlite
+//	go run ./bench/push -seconds 8 -repeat 5
 package main
 
 import (
@@ -56,9 +60,10 @@ func main() {
 	users := flag.Int("users", 100, "users the clients push for")
 	procs := flag.String("procs", "1,2", "PostgreSQL: numbers of serve processes to measure")
 	bin := flag.String("melonsync", "", "melonsync binary (default: built from this module)")
+	repeat := flag.Int("repeat", 1, "rounds: each measurement runs this many times, interleaved, and the medians follow")
 	pullers := flag.Int("pullers", 0, "clients pulling incrementally (each as a device of a random user) while the pushes run")
 	flag.Parse()
-	cfg := config{dsn: *dsn, dur: time.Duration(*seconds) * time.Second, clients: *clients, users: *users, bin: *bin, pullers: *pullers}
+	cfg := config{dsn: *dsn, dur: time.Duration(*seconds) * time.Second, clients: *clients, users: *users, bin: *bin, pullers: *pullers, repeat: max(1, *repeat)}
 	if err := run(cfg, *store, *procs); err != nil {
 		log.Fatal(err)
 	}
@@ -69,7 +74,9 @@ type config struct {
 	dur            time.Duration
 	clients, users int
 	pullers        int
+	repeat         int
 	bin            string
+	cpu            func() cpuSample // what the measured window's CPU is read from
 }
 
 // result is one measurement.
@@ -78,9 +85,25 @@ type result struct {
 	d        time.Duration
 	lat      []time.Duration
 	failures int64
+	cpu      cpuSample // used in the measured window
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.d.Seconds() }
+
+// cpuPerOp prints the window's CPU per operation of each part, and the share of
+// the machine's CPU time that was idle.
+func (r result) cpuPerOp() string {
+	if !r.cpu.ok || r.n == 0 {
+		return ""
+	}
+	per := func(d time.Duration) int64 { return d.Microseconds() / r.n }
+	idle := float64(r.cpu.idle) / (float64(r.d) * float64(runtime.NumCPU()))
+	s := fmt.Sprintf("%d, %d, %d; %.0f%%", per(r.cpu.server), per(r.cpu.postgres), per(r.cpu.bench), 100*idle)
+	if g := r.cpu.groups.String(); g != "" {
+		s += "; " + g
+	}
+	return s
+}
 
 func (r result) pct(p float64) time.Duration {
 	if len(r.lat) == 0 {
@@ -101,60 +124,125 @@ func run(cfg config, store, procs string) error {
 			return err
 		}
 	}
+	ms, err := measurements(cfg, store, procs, dir)
+	if err != nil {
+		return err
+	}
 	fmt.Printf("%d clients of %d users, 1–3 created records per push, %s each, GOMAXPROCS=%d\n\n", cfg.clients, cfg.users, cfg.dur, runtime.GOMAXPROCS(0))
-	fmt.Printf("%-44s %10s %9s %9s %8s %9s\n", "what", "pushes/s", "p50", "p99", "errors", "ratio")
-	var base float64
-	line := func(what string, r result) {
-		ratio := "-"
-		if base > 0 {
-			ratio = fmt.Sprintf("%.2f", r.rate()/base)
+	header()
+	runs := make([][]result, len(ms))
+	for rep := 0; rep < cfg.repeat; rep++ {
+		var base float64
+		for i, m := range ms {
+			r, pr, err := m.run()
+			if err != nil {
+				return err
+			}
+			if m.baseline {
+				base = r.rate()
+			}
+			line(m.what, r, base)
+			if pr != nil {
+				pullLine(cfg.pullers, *pr)
+			}
+			runs[i] = append(runs[i], r)
 		}
-		fmt.Printf("%-44s %10.0f %9s %9s %8d %9s\n", what, r.rate(), r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failures, ratio)
 	}
-	pullLine := func(r *result) {
-		if r != nil {
-			fmt.Printf("%-44s %10.0f %9s %9s %8d %9s\n", fmt.Sprintf("  meanwhile %d pullers: pulls/s", cfg.pullers), r.rate(),
-				r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failures, "-")
-		}
+	if cfg.repeat > 1 {
+		medians(ms, runs)
 	}
+	return nil
+}
+
+// A measurement is one line of the table: the baseline, or serve on a store.
+type measurement struct {
+	what     string
+	baseline bool
+	run      func() (result, *result, error)
+}
+
+func measurements(cfg config, store, procs, dir string) ([]measurement, error) {
 	switch store {
 	case "sqlite":
-		db := filepath.Join(dir, "bench.db")
-		r, pr, err := measureServe(cfg, db, 1)
-		if err != nil {
-			return err
-		}
-		line("melonsync, SQLite, 1 process", r)
-		pullLine(pr)
+		return []measurement{{what: "melonsync, SQLite, 1 process", run: func() (result, *result, error) {
+			db := filepath.Join(dir, "bench.db")
+			os.Remove(db)
+			return measureServe(cfg, db, 1)
+		}}}, nil
 	case "postgres":
-		r, err := baseline(cfg)
-		if err != nil {
-			return err
-		}
-		base = r.rate()
-		line("baseline: pgx INSERT … ON CONFLICT", r)
+		ms := []measurement{{what: "baseline: pgx INSERT … ON CONFLICT", baseline: true, run: func() (result, *result, error) {
+			r, err := baseline(cfg)
+			return r, nil, err
+		}}}
 		for _, p := range strings.Split(procs, ",") {
 			var n int
 			if _, err := fmt.Sscan(p, &n); err != nil || n < 1 {
-				return fmt.Errorf("-procs: %q", p)
+				return nil, fmt.Errorf("-procs: %q", p)
 			}
-			db, _, drop, err := serve.FreshSchema(cfg.dsn, "melon_bench_push_")
-			if err != nil {
-				return err
-			}
-			// Named, so that its backends can be told apart in pg_stat_activity.
-			r, pr, err := measureServe(cfg, db+"&application_name=melonsync-bench-push", n)
-			drop()
-			if err != nil {
-				return err
-			}
-			line(fmt.Sprintf("melonsync, PostgreSQL, %d process(es)", n), r)
-			pullLine(pr)
+			ms = append(ms, measurement{what: fmt.Sprintf("melonsync, PostgreSQL, %d process(es)", n), run: func() (result, *result, error) {
+				db, _, drop, err := serve.FreshSchema(cfg.dsn, "melon_bench_push_")
+				if err != nil {
+					return result{}, nil, err
+				}
+				defer drop()
+				// Named, so that its backends can be told apart in pg_stat_activity.
+				return measureServe(cfg, db+"&application_name=melonsync-bench-push", n)
+			}})
 		}
-	default:
-		return fmt.Errorf("-store: %q (postgres or sqlite)", store)
+		return ms, nil
 	}
-	return nil
+	return nil, fmt.Errorf("-store: %q (postgres or sqlite)", store)
+}
+
+func header() {
+	fmt.Printf("%-44s %10s %9s %9s %8s %9s   %s\n", "what", "pushes/s", "p50", "p99", "errors", "ratio", "CPU µs per push: server, PostgreSQL, load; machine idle")
+}
+
+// line prints one measurement, with its ratio to base (when base > 0).
+func line(what string, r result, base float64) {
+	ratio := "-"
+	if base > 0 {
+		ratio = fmt.Sprintf("%.2f", r.rate()/base)
+	}
+	fmt.Printf("%-44s %10.0f %9s %9s %8d %9s   %s\n", what, r.rate(), r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failures, ratio, r.cpuPerOp())
+}
+
+func pullLine(pullers int, r result) {
+	fmt.Printf("%-44s %10.0f %9s %9s %8d %9s\n", fmt.Sprintf("  meanwhile %d pullers: pulls/s", pullers), r.rate(),
+		r.pct(0.50).Round(10*time.Microsecond), r.pct(0.99).Round(10*time.Microsecond), r.failures, "-")
+}
+
+// medians prints, for each measurement, its run of median rate, with the ratio of
+// the medians; and each later measurement's rate over the first non-baseline one's,
+// run by run (the runs of one round are back to back, so they share the machine's mood).
+func medians(ms []measurement, runs [][]result) {
+	fmt.Printf("\nmedian of %d rounds\n", len(runs[0]))
+	header()
+	var base float64
+	first := -1
+	for i, m := range ms {
+		med := median(runs[i])
+		if m.baseline {
+			base = med.rate()
+		} else if first < 0 {
+			first = i
+		}
+		line(m.what, med, base)
+	}
+	for i := first + 1; first >= 0 && i < len(ms); i++ {
+		var ratios []string
+		for k := range runs[i] {
+			ratios = append(ratios, fmt.Sprintf("%.2f", runs[i][k].rate()/runs[first][k].rate()))
+		}
+		fmt.Printf("%s ÷ %s, round by round: %s\n", ms[i].what, ms[first].what, strings.Join(ratios, " "))
+	}
+}
+
+// median returns the run of median rate.
+func median(rs []result) result {
+	s := append([]result(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].rate() < s[j].rate() })
+	return s[len(s)/2]
 }
 
 // record returns a new record of table with a fresh id, as JSON.
@@ -181,6 +269,17 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 	)
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(cfg.dur)
+	cpuDone := make(chan cpuSample, 1)
+	go func() {
+		if cfg.cpu == nil {
+			cpuDone <- cpuSample{}
+			return
+		}
+		time.Sleep(time.Until(warm))
+		before := cfg.cpu()
+		time.Sleep(time.Until(end))
+		cpuDone <- cfg.cpu().sub(before)
+	}()
 	for c := 0; c < cfg.clients; c++ {
 		wg.Add(1)
 		go func(c int) {
@@ -211,7 +310,7 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 		}(c)
 	}
 	wg.Wait()
-	return result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load()}
+	return result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load(), cpu: <-cpuDone}
 }
 
 // measureServe starts procs serve processes on db and drives pushes through them,
@@ -226,7 +325,7 @@ func measureServe(cfg config, db string, procs int) (result, *result, error) {
 	}()
 	for i := 0; i < procs; i++ {
 		// One at a time: the first creates the store, the others find it.
-		p, err := serve.Start(cfg.bin, db, serve.TodoSchema(), secret)
+		p, err := serve.Start(cfg.bin, db, serve.TodoSchema(), secret, "--metrics-addr", "127.0.0.1:0")
 		if err != nil {
 			return result{}, nil, err
 		}
@@ -285,6 +384,7 @@ func measureServe(cfg config, db string, procs int) (result, *result, error) {
 			defer pullWG.Done()
 			pc := cfg
 			pc.clients = cfg.pullers
+			pc.cpu = nil // the push line shows the window's CPU
 			since := make([]int64, cfg.pullers)
 			r := drive(pc, func(c int, rng *rand.Rand) error {
 				u := c % cfg.users
@@ -300,6 +400,15 @@ func measureServe(cfg config, db string, procs int) (result, *result, error) {
 		}()
 	}
 	var seq atomic.Int64
+	pids := make([]int, len(ps))
+	var urls []string
+	for i, p := range ps {
+		pids[i] = p.Pid
+		if p.MetricsURL != "" {
+			urls = append(urls, p.MetricsURL)
+		}
+	}
+	cfg.cpu = func() cpuSample { return sampleCPU(pids, urls) }
 	r := drive(cfg, func(c int, rng *rand.Rand) error {
 		u := rng.IntN(cfg.users)
 		var b strings.Builder
@@ -378,6 +487,7 @@ func baseline(cfg config) (result, error) {
 		"comments": `INSERT INTO comments (id, owner, version, task_id, body) VALUES ($1, $2, $3, 't', 'comment')
 			ON CONFLICT (id) DO UPDATE SET version = excluded.version, body = excluded.body`,
 	}
+	cfg.cpu = func() cpuSample { return sampleCPU(nil, nil) }
 	return drive(cfg, func(c int, rng *rand.Rand) error {
 		owner := fmt.Sprintf("user%d", rng.IntN(cfg.users))
 		k := 1 + rng.IntN(3)

@@ -8,12 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/melonsync/melonsync/admin"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
@@ -34,6 +36,7 @@ type ServeMain struct {
 	Convert     bool
 	LogFormat   string
 	MetricsAddr string
+	Pprof       bool
 	AdminToken  string
 	Dev         bool
 	SyncLogMax  int
@@ -83,6 +86,7 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	fs.DurationVar(&m.Retention, "tombstone-retention", 90*24*time.Hour, "how long deletions are kept for incremental pulls; older clients get a replacement sync (0: forever)")
 	fs.StringVar(&m.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (off when empty)")
+	fs.BoolVar(&m.Pprof, "pprof", false, "with --metrics-addr: also serve Go's runtime profiles at /debug/pprof/ there")
 	fs.StringVar(&m.CORSOrigins, "cors-origins", "", "browser origins allowed to sync, comma-separated, or * (off when empty)")
 	fs.StringVar(&m.JWKSURL, "jwks-url", "", "accept RS256/ES256/EdDSA tokens signed by a key of the key set (JWKS) at this URL")
 	fs.StringVar(&m.JWKSFile, "jwks-file", "", "like --jwks-url, with the key set in a file")
@@ -138,6 +142,9 @@ func (m *ServeMain) ParseFlags(args []string) error {
 	if m.SchemaPath == "" {
 		fs.Usage()
 		return errors.New("serve: --schema is required (for example: --schema examples/todo/schema.json)")
+	}
+	if m.Pprof && m.MetricsAddr == "" {
+		return errors.New("serve: --pprof serves on the metrics listener; give --metrics-addr too")
 	}
 	if m.LogFormat != "text" && m.LogFormat != "json" {
 		return errors.New("serve: --log-format must be text or json")
@@ -234,7 +241,18 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
+		if pg, ok := m.store.(*postgres.Store); ok {
+			opts.Metrics.WatchGroups(func() mhttp.GroupCounts {
+				st := pg.GroupStats()
+				return mhttp.GroupCounts{Groups: st.Groups, Grouped: st.Grouped, Alone: st.Alone, Single: st.Single}
+			})
+		}
 		mux.Handle("/metrics", opts.Metrics.Handler())
+		if m.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		msrv, err := mhttp.Listen(m.MetricsAddr, mux)
 		if err != nil {
 			return fmt.Errorf("serve: metrics: %w", err)

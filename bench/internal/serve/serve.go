@@ -41,10 +41,16 @@ func Build(dir string) (string, error) {
 type Process struct {
 	URL string // http://127.0.0.1:port
 	Pid int
-	cmd *exec.Cmd
+	// MetricsURL is where its Prometheus metrics are, when it was started with
+	// --metrics-addr ("" otherwise).
+	MetricsURL string
+	cmd        *exec.Cmd
 }
 
-var listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+var (
+	listening = regexp.MustCompile(`msg=listening addr=(127\.0\.0\.1:\d+)`)
+	metrics   = regexp.MustCompile(`msg=metrics url=(http://\S+)`)
+)
 
 // Start runs "melonsync serve --db db --schema schemaPath" on a free loopback port
 // with the JWT secret, plus any extra flags, and waits until it listens.
@@ -65,6 +71,9 @@ func Start(bin, db, schemaPath, secret string, extra ...string) (*Process, error
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
+			if m := metrics.FindStringSubmatch(sc.Text()); m != nil {
+				p.MetricsURL = m[1] // logged before listening: read before addr is sent
+			}
 			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case addr <- m[1]:
