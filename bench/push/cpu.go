@@ -14,6 +14,7 @@ import (
 // processes' group-commit counters.
 type cpuSample struct {
 	server, postgres, bench, idle time.Duration
+	steal                         time.Duration // taken by the hypervisor for other machines
 	ok                            bool
 	groups                        groupCounts
 }
@@ -22,7 +23,8 @@ type cpuSample struct {
 const clockTick = 10 * time.Millisecond
 
 func sampleCPU(serverPIDs []int, metricsURLs []string) cpuSample {
-	s := cpuSample{bench: procCPU("self"), idle: machineIdle(), groups: scrapeGroups(metricsURLs)}
+	s := cpuSample{bench: procCPU("self"), groups: scrapeGroups(metricsURLs)}
+	s.idle, s.steal = machineIdle()
 	s.ok = s.bench > 0
 	for _, pid := range serverPIDs {
 		s.server += procCPU(strconv.Itoa(pid))
@@ -38,7 +40,7 @@ func sampleCPU(serverPIDs []int, metricsURLs []string) cpuSample {
 
 func (s cpuSample) sub(o cpuSample) cpuSample {
 	return cpuSample{server: s.server - o.server, postgres: s.postgres - o.postgres, bench: s.bench - o.bench,
-		idle: s.idle - o.idle, ok: s.ok && o.ok, groups: s.groups.sub(o.groups)}
+		idle: s.idle - o.idle, steal: s.steal - o.steal, ok: s.ok && o.ok, groups: s.groups.sub(o.groups)}
 }
 
 // procCPU returns the user and system time of process pid ("self": this one).
@@ -57,17 +59,19 @@ func procCPU(pid string) time.Duration {
 	return time.Duration(utime+stime) * clockTick
 }
 
-// machineIdle returns the idle time of all CPUs together, from /proc/stat.
-func machineIdle() time.Duration {
+// machineIdle returns the idle and the stolen time of all CPUs together, from
+// /proc/stat.
+func machineIdle() (idle, steal time.Duration) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	line, _, _ := bytes.Cut(b, []byte("\n"))
-	f := bytes.Fields(line) // cpu user nice system idle …
-	if len(f) < 5 {
-		return 0
+	f := bytes.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+	if len(f) < 9 {
+		return 0, 0
 	}
-	idle, _ := strconv.ParseInt(string(f[4]), 10, 64)
-	return time.Duration(idle) * clockTick
+	i, _ := strconv.ParseInt(string(f[4]), 10, 64)
+	st, _ := strconv.ParseInt(string(f[8]), 10, 64)
+	return time.Duration(i) * clockTick, time.Duration(st) * clockTick
 }

@@ -97,8 +97,11 @@ func (r result) cpuPerOp() string {
 		return ""
 	}
 	per := func(d time.Duration) int64 { return d.Microseconds() / r.n }
-	idle := float64(r.cpu.idle) / (float64(r.d) * float64(runtime.NumCPU()))
-	s := fmt.Sprintf("%d, %d, %d; %.0f%%", per(r.cpu.server), per(r.cpu.postgres), per(r.cpu.bench), 100*idle)
+	share := func(d time.Duration) float64 { return 100 * float64(d) / (float64(r.d) * float64(runtime.NumCPU())) }
+	s := fmt.Sprintf("%d, %d, %d; %.0f%%", per(r.cpu.server), per(r.cpu.postgres), per(r.cpu.bench), share(r.cpu.idle))
+	if r.cpu.steal > 0 {
+		s += fmt.Sprintf(" (%.0f%% stolen by the host)", share(r.cpu.steal))
+	}
 	if g := r.cpu.groups.String(); g != "" {
 		s += "; " + g
 	}
@@ -195,7 +198,7 @@ func measurements(cfg config, store, procs, dir string) ([]measurement, error) {
 }
 
 func header() {
-	fmt.Printf("%-44s %10s %9s %9s %8s %9s   %s\n", "what", "pushes/s", "p50", "p99", "errors", "ratio", "CPU µs per push: server, PostgreSQL, load; machine idle")
+	fmt.Printf("%-44s %10s %9s %9s %8s %9s   %s\n", "what", "pushes/s", "p50", "p99", "errors", "ratio", "CPU µs per push: server, PostgreSQL, load; machine idle (stolen)")
 }
 
 // line prints one measurement, with its ratio to base (when base > 0).
