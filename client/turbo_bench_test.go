@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/melonsync/melonsync/internal/bulkinsert"
 	"github.com/melonsync/melonsync/schema"
 )
 
@@ -101,52 +102,6 @@ func BenchmarkTurboFirstSync(b *testing.B) {
 	})
 }
 
-// benchRawInsert is bench/firstsync's bulk-insert baseline.
-func benchRawInsert(path string, n int) error {
-	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	for _, ddl := range []string{
-		`create table projects (id text primary key, _status text, _changed text, name text, is_favorite integer, position real)`,
-		`create table tasks (id text primary key, _status text, _changed text, project_id text, name text, is_done integer, position real, description text)`,
-		`create index tasks_project_id on tasks (project_id)`,
-		`create table comments (id text primary key, _status text, _changed text, task_id text, body text)`,
-		`create index comments_task_id on comments (task_id)`,
-	} {
-		if _, err := db.Exec(ddl); err != nil {
-			return err
-		}
-	}
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	projects, tasks := n/10, n*6/10
-	comments := n - projects - tasks
-	ps, _ := tx.Prepare(`insert into projects values (?, 'synced', '', ?, ?, ?)`)
-	ts, _ := tx.Prepare(`insert into tasks values (?, 'synced', '', ?, ?, ?, ?, ?)`)
-	cs, _ := tx.Prepare(`insert into comments values (?, 'synced', '', ?, ?)`)
-	for i := range projects {
-		if _, err := ps.Exec(fmt.Sprintf("p%d", i), fmt.Sprintf("Project %d", i), i%3 == 0, float64(i)); err != nil {
-			return err
-		}
-	}
-	for i := range tasks {
-		if _, err := ts.Exec(fmt.Sprintf("t%d", i), fmt.Sprintf("p%d", i%max(projects, 1)), fmt.Sprintf("Task number %d", i), i%2 == 0, float64(i), fmt.Sprintf("Something to do, item %d", i)); err != nil {
-			return err
-		}
-	}
-	for i := range comments {
-		if _, err := cs.Exec(fmt.Sprintf("c%d", i), fmt.Sprintf("t%d", i%max(tasks, 1)), fmt.Sprintf("A comment with a few words in it, number %d", i)); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
-
 // cpuTime is the process's user + system CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -154,4 +109,14 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchRawInsert is bench/firstsync's bulk-insert baseline (internal/bulkinsert).
+func benchRawInsert(path string, n int) error {
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return bulkinsert.Run(db, n)
 }

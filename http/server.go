@@ -22,6 +22,7 @@ import (
 
 	"github.com/melonsync/melonsync"
 	"github.com/melonsync/melonsync/admin"
+	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
 
@@ -537,6 +538,13 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.decodeAndPush(w, r, c, server.DecodePushFrom, nil)
+}
+
+// decodeAndPush admits a push of c through its user's gate, decodes the body with
+// decode, lets set adjust what was decoded (when not nil) and runs the push.
+func (h *Handler) decodeAndPush(w http.ResponseWriter, r *http.Request, c server.Caller,
+	decode func(*schema.Schema, io.Reader, func() ([]byte, error)) (*server.PushParams, error), set func(*server.PushParams)) {
 	leave, err := h.gates.pushes.enter(r.Context(), c.User)
 	if err != nil {
 		h.fail(w, r, err)
@@ -545,13 +553,16 @@ func (h *Handler) pushPost(w http.ResponseWriter, r *http.Request) {
 	defer leave()
 	sch := h.svc.Schema()
 	p, done, err := h.decodePush(r, func(b io.Reader, whole func() ([]byte, error)) (*server.PushParams, error) {
-		return server.DecodePushFrom(sch, b, whole)
+		return decode(sch, b, whole)
 	})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	defer done()
+	if set != nil {
+		set(p)
+	}
 	h.push(w, r, c, p)
 }
 
@@ -611,23 +622,7 @@ func (h *Handler) syncDocs(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, melonsync.Errorf(melonsync.EInvalid, "last_pulled_at is required to push"))
 		return
 	}
-	leave, err := h.gates.pushes.enter(r.Context(), c.User)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	defer leave()
-	sch := h.svc.Schema()
-	p, done, err := h.decodePush(r, func(b io.Reader, whole func() ([]byte, error)) (*server.PushParams, error) {
-		return server.DecodeChangesFrom(sch, b, whole)
-	})
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	defer done()
-	p.LastPulledAt = q.LastPulledAt
-	h.push(w, r, c, p)
+	h.decodeAndPush(w, r, c, server.DecodeChangesFrom, func(p *server.PushParams) { p.LastPulledAt = q.LastPulledAt })
 }
 
 // pullGet serves GET /api/sync/pull?since=…: the sync guide's "incremental sync"

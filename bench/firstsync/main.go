@@ -49,6 +49,7 @@ import (
 	"github.com/melonsync/melonsync/bench/internal/measure"
 	"github.com/melonsync/melonsync/client"
 	mhttp "github.com/melonsync/melonsync/http"
+	"github.com/melonsync/melonsync/internal/bulkinsert"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 	"github.com/melonsync/melonsync/sqlite"
@@ -577,53 +578,6 @@ func incremental(srv *benchServer, db *client.DB) (time.Duration, int, error) {
 	return m.D, slog.RemoteChangeCount, nil
 }
 
-// rawInsert writes n rows shaped like the synced ones into a fresh SQLite file in one
-// transaction with prepared statements: the floor for any first sync into SQLite.
-func rawInsert(path string, n int) error {
-	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	for _, ddl := range []string{
-		`create table projects (id text primary key, _status text, _changed text, name text, is_favorite integer, position real)`,
-		`create table tasks (id text primary key, _status text, _changed text, project_id text, name text, is_done integer, position real, description text)`,
-		`create index tasks_project_id on tasks (project_id)`,
-		`create table comments (id text primary key, _status text, _changed text, task_id text, body text)`,
-		`create index comments_task_id on comments (task_id)`,
-	} {
-		if _, err := db.Exec(ddl); err != nil {
-			return err
-		}
-	}
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	projects, tasks := n/10, n*6/10
-	comments := n - projects - tasks
-	ps, _ := tx.Prepare(`insert into projects values (?, 'synced', '', ?, ?, ?)`)
-	ts, _ := tx.Prepare(`insert into tasks values (?, 'synced', '', ?, ?, ?, ?, ?)`)
-	cs, _ := tx.Prepare(`insert into comments values (?, 'synced', '', ?, ?)`)
-	for i := 0; i < projects; i++ {
-		if _, err := ps.Exec(fmt.Sprintf("p%d", i), fmt.Sprintf("Project %d", i), i%3 == 0, float64(i)); err != nil {
-			return err
-		}
-	}
-	for i := 0; i < tasks; i++ {
-		if _, err := ts.Exec(fmt.Sprintf("t%d", i), fmt.Sprintf("p%d", i%max(projects, 1)), fmt.Sprintf("Task number %d", i), i%2 == 0, float64(i), fmt.Sprintf("Something to do, item %d", i)); err != nil {
-			return err
-		}
-	}
-	for i := 0; i < comments; i++ {
-		if _, err := cs.Exec(fmt.Sprintf("c%d", i), fmt.Sprintf("t%d", i%max(tasks, 1)), fmt.Sprintf("A comment with a few words in it, number %d", i)); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
-
 // jsResult is what interop/firstsync.mjs prints.
 type jsResult struct {
 	Records    int     `json:"records"`
@@ -671,4 +625,14 @@ func jsFirstSync(srv *benchServer, file string) (*jsResult, error) {
 		return nil, fmt.Errorf("firstsync.mjs synced no record: %s", out)
 	}
 	return &res, nil
+}
+
+// rawInsert is the bulk-insert baseline (internal/bulkinsert) into a fresh file at path.
+func rawInsert(path string, n int) error {
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return bulkinsert.Run(db, n)
 }

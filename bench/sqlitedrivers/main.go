@@ -18,7 +18,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // "sqlite3"
-	_ "modernc.org/sqlite"          // "sqlite"
+	"github.com/melonsync/melonsync/internal/bulkinsert"
+	_ "modernc.org/sqlite" // "sqlite"
 )
 
 func main() {
@@ -61,7 +62,7 @@ func cpu() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// rawInsert is bench/firstsync's baseline, with the driver given.
+// rawInsert is bench/firstsync's baseline (internal/bulkinsert), with the driver given.
 func rawInsert(driver, dsn string, n int) error {
 	db, err := sql.Open(driver, "file:"+dsn)
 	if err != nil {
@@ -69,41 +70,5 @@ func rawInsert(driver, dsn string, n int) error {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	for _, ddl := range []string{
-		`create table projects (id text primary key, _status text, _changed text, name text, is_favorite integer, position real)`,
-		`create table tasks (id text primary key, _status text, _changed text, project_id text, name text, is_done integer, position real, description text)`,
-		`create index tasks_project_id on tasks (project_id)`,
-		`create table comments (id text primary key, _status text, _changed text, task_id text, body text)`,
-		`create index comments_task_id on comments (task_id)`,
-	} {
-		if _, err := db.Exec(ddl); err != nil {
-			return err
-		}
-	}
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	projects, tasks := n/10, n*6/10
-	comments := n - projects - tasks
-	ps, _ := tx.Prepare(`insert into projects values (?, 'synced', '', ?, ?, ?)`)
-	ts, _ := tx.Prepare(`insert into tasks values (?, 'synced', '', ?, ?, ?, ?, ?)`)
-	cs, _ := tx.Prepare(`insert into comments values (?, 'synced', '', ?, ?)`)
-	for i := 0; i < projects; i++ {
-		if _, err := ps.Exec(fmt.Sprintf("p%d", i), fmt.Sprintf("Project %d", i), i%3 == 0, float64(i)); err != nil {
-			return err
-		}
-	}
-	for i := 0; i < tasks; i++ {
-		if _, err := ts.Exec(fmt.Sprintf("t%d", i), fmt.Sprintf("p%d", i%max(projects, 1)), fmt.Sprintf("Task number %d", i), i%2 == 0, float64(i), fmt.Sprintf("Something to do, item %d", i)); err != nil {
-			return err
-		}
-	}
-	for i := 0; i < comments; i++ {
-		if _, err := cs.Exec(fmt.Sprintf("c%d", i), fmt.Sprintf("t%d", i%max(tasks, 1)), fmt.Sprintf("A comment with a few words in it, number %d", i)); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
+	return bulkinsert.Run(db, n)
 }
