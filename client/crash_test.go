@@ -81,25 +81,7 @@ func TestCrashLeavesLastCommittedState(t *testing.T) {
 	for i, r := range runs {
 		t.Run(fmt.Sprintf("%s-%d", r.mode, i), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "crash.db")
-			cmd := exec.Command(os.Args[0], "-test.run=^TestLdbCrashChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), ldbCrashEnv+"="+r.mode+":"+path)
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill()
-			lines := make(chan string)
-			go func() {
-				sc := bufio.NewScanner(out)
-				for sc.Scan() {
-					lines <- sc.Text()
-				}
-				close(lines)
-			}()
+			cmd, lines := startChild(t, "TestLdbCrashChild", ldbCrashEnv+"="+r.mode+":"+path)
 			lastCommitted := 0
 			timeout := time.After(15 * time.Second)
 		wait:
@@ -236,25 +218,7 @@ func TestCrashDuringTurboLoadKeepsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLdbTurboCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), ldbTurboCrashEnv+"="+path)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	cmd, lines := startChild(t, "TestLdbTurboCrashChild", ldbTurboCrashEnv+"="+path)
 	timeout := time.After(30 * time.Second)
 wait:
 	for {
@@ -307,4 +271,31 @@ wait:
 	if err != nil || stCountAll(t, db) != 10 {
 		t.Errorf("the first sync after the crash: %v, %d records", err, stCountAll(t, db))
 	}
+}
+
+// startChild runs this test binary's test named test in a child process with env
+// (NAME=value) added, and returns it with the lines it prints; it is killed when t
+// ends.
+func startChild(t *testing.T, test, env string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return cmd, lines
 }

@@ -21,34 +21,47 @@ import (
 	mhttp "github.com/melonsync/melonsync/http"
 )
 
-// failingStore is a store whose reads fail after failAfter rows have been scanned
-// (when armed), as a database that goes away in the middle of a large pull.
-type failingStore struct {
+// faultyStore is a store whose reads meet fault once after rows have been scanned
+// (when armed), as a database that goes away in the middle of a large pull: its
+// error is the scan's (and a fault that panics panics there).
+type faultyStore struct {
 	server.Store
-	armed     atomic.Bool
-	failAfter int64
+	armed atomic.Bool
+	after int64
+	fault func() error
 }
 
 var errInjected = errors.New("injected scan failure")
 
-func (s *failingStore) Read(ctx context.Context, fn func(server.ReadTx) error) error {
+// failingStore fails its reads with errInjected.
+func failingStore(s server.Store) *faultyStore {
+	return &faultyStore{Store: s, fault: func() error { return errInjected }}
+}
+
+// panickingStore panics in its reads.
+func panickingStore(s server.Store) *faultyStore {
+	return &faultyStore{Store: s, fault: func() error { panic("injected panic in a pull's read") }}
+}
+
+func (s *faultyStore) Read(ctx context.Context, fn func(server.ReadTx) error) error {
 	return s.Store.Read(ctx, func(tx server.ReadTx) error {
 		if !s.armed.Load() {
 			return fn(tx)
 		}
-		return fn(&failingTx{ReadTx: tx, left: s.failAfter})
+		return fn(&faultyTx{ReadTx: tx, left: s.after, fault: s.fault})
 	})
 }
 
-type failingTx struct {
+type faultyTx struct {
 	server.ReadTx
-	left int64
+	left  int64
+	fault func() error
 }
 
-func (tx *failingTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
+func (tx *faultyTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
 	return tx.ReadTx.Scan(t, cols, f, func(r *server.Row) error {
 		if tx.left--; tx.left < 0 {
-			return errInjected
+			return tx.fault()
 		}
 		return fn(r)
 	})
@@ -64,7 +77,7 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &failingStore{Store: base}
+	store := failingStore(base)
 	h := storetest.NewHarness(t, store)
 	srv := testutil.NewServer(t, h.Svc, mhttp.Options{StreamPulls: true})
 	e := &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
@@ -81,11 +94,11 @@ func TestPullFailingMidStreamBreaksTheBody(t *testing.T) {
 		h.MustPush("alice", "d1", 0, `{"projects":{"created":[`+strings.Join(recs, ",")+`]}}`)
 	}
 	// Fail after ~2,000 rows (~600 KB): well after the answer started streaming.
-	store.failAfter = 2000
+	store.after = 2000
 
 	t.Run("spooled", func(t *testing.T) {
-		store.failAfter = 500 // ~150 KB: before the answer starts to be sent
-		defer func() { store.failAfter = 2000 }()
+		store.after = 500 // ~150 KB: before the answer starts to be sent
+		defer func() { store.after = 2000 }()
 		store.armed.Store(true)
 		defer store.armed.Store(false)
 		se := &env{t: t, srv: spooled.Server, auth: srv.Auth, store: store}

@@ -179,10 +179,10 @@ func TestSpooledPullFailingLateBreaksTheBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &failingStore{Store: base}
+	store := failingStore(base)
 	h := storetest.NewHarness(t, store)
 	seedProjects(h, 8000)
-	store.failAfter = 6000 // ~1.8 MB of JSON
+	store.after = 6000 // ~1.8 MB of JSON
 	srv := testutil.NewServer(t, h.Svc, mhttp.Options{})
 	e := &env{t: t, srv: srv.Server, auth: srv.Auth, store: store}
 	for _, enc := range []string{"identity", "gzip"} {
@@ -205,36 +205,6 @@ func TestSpooledPullFailingLateBreaksTheBody(t *testing.T) {
 	}
 }
 
-// panickingStore is a store whose reads panic after panicAfter rows (when armed).
-type panickingStore struct {
-	server.Store
-	armed      atomic.Bool
-	panicAfter int64
-}
-
-func (s *panickingStore) Read(ctx context.Context, fn func(server.ReadTx) error) error {
-	return s.Store.Read(ctx, func(tx server.ReadTx) error {
-		if !s.armed.Load() {
-			return fn(tx)
-		}
-		return fn(&panickingTx{ReadTx: tx, left: s.panicAfter})
-	})
-}
-
-type panickingTx struct {
-	server.ReadTx
-	left int64
-}
-
-func (tx *panickingTx) Scan(t *schema.Table, cols []schema.Column, f server.Filter, fn func(*server.Row) error) error {
-	return tx.ReadTx.Scan(t, cols, f, func(r *server.Row) error {
-		if tx.left--; tx.left < 0 {
-			panic("injected panic in a pull's read")
-		}
-		return fn(r)
-	})
-}
-
 // A panic of a spooled pull's read (on a goroutine of its own) is the handler's: a
 // clean 500 before the answer is sent, a cut body after; the server goes on serving.
 func TestSpooledPullReadPanics(t *testing.T) {
@@ -242,7 +212,7 @@ func TestSpooledPullReadPanics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &panickingStore{Store: base}
+	store := panickingStore(base)
 	h := storetest.NewHarness(t, store)
 	seedProjects(h, 8000)
 	srv := testutil.NewServer(t, h.Svc, mhttp.Options{})
@@ -258,7 +228,7 @@ func TestSpooledPullReadPanics(t *testing.T) {
 	}
 	full := healthy()
 
-	store.panicAfter = 100 // ~30 KB: nothing sent yet
+	store.after = 100 // ~30 KB: nothing sent yet
 	store.armed.Store(true)
 	r := e.do("POST", "/api/sync/pull", e.as("alice"), []byte(`{"lastPulledAt":null}`))
 	if r.status != 500 || errorCode(t, r.body) != "internal" {
@@ -266,7 +236,7 @@ func TestSpooledPullReadPanics(t *testing.T) {
 	}
 	healthy()
 
-	store.panicAfter = 6000 // ~1.8 MB: sending has started
+	store.after = 6000 // ~1.8 MB: sending has started
 	store.armed.Store(true)
 	got, err := pullRaw(e, "identity")
 	if err == nil || len(got) == 0 || len(got) >= len(full) {
