@@ -256,7 +256,7 @@ func (g *group) run(members []*member) {
 	defer cancel()
 	l := &lazyTx{s: g.s, pool: g.s.pool, beginSQL: `BEGIN ISOLATION LEVEL READ COMMITTED`}
 	defer l.release(ctx)
-	g.w = &writeTx{readTx: readTx{ctx: ctx, tx: l, s: g.s}, lazy: l, looked: map[string]map[string]server.Meta{}}
+	g.w = &writeTx{readTx: readTx{ctx: ctx, tx: l, s: g.s}, lazy: l, looked: map[string]map[string]server.Meta{}, noNotes: true}
 	for _, m := range members {
 		m.start <- &groupTx{g: g, m: m}
 	}

@@ -303,6 +303,9 @@ type writeTx struct {
 	// locate: constraints are checked at once and refused records are found one by
 	// one (refused.go).
 	locate bool
+	// noNotes: the ops are not noted (a group's transaction: each member's notes
+	// are made for it, with its own device).
+	noNotes bool
 }
 
 // Lookup returns the metadata of the live rows and tombstones with these ids, locking
@@ -529,6 +532,9 @@ func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op, commit 
 	b := &pgx.Batch{}
 	for i, t := range tables {
 		for _, op := range ops[i] {
+			if w.noNotes {
+				break
+			}
 			w.noteOp(t, op)
 		}
 		for start := 0; start < len(ops[i]); {
