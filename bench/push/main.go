@@ -77,6 +77,8 @@ type config struct {
 	repeat         int
 	bin            string
 	cpu            func() cpuSample // what the measured window's CPU is read from
+	// activity samples the database's backends over the measured window (nil: not).
+	activity func(ctx context.Context) activity
 }
 
 // result is one measurement.
@@ -86,6 +88,7 @@ type result struct {
 	lat      []time.Duration
 	failures int64
 	cpu      cpuSample // used in the measured window
+	activity activity  // of the database's backends in the window
 }
 
 func (r result) rate() float64 { return float64(r.n) / r.d.Seconds() }
@@ -104,6 +107,9 @@ func (r result) cpuPerOp() string {
 	}
 	if g := r.cpu.groups.String(); g != "" {
 		s += "; " + g
+	}
+	if a := r.activity.String(); a != "" {
+		s += "; " + a
 	}
 	return s
 }
@@ -157,6 +163,9 @@ func run(cfg config, store, procs string) error {
 	return nil
 }
 
+// benchApp is the application_name of the serve processes' connections.
+const benchApp = "melonsync-bench-push"
+
 // A measurement is one line of the table: the baseline, or serve on a store.
 type measurement struct {
 	what     string
@@ -189,7 +198,9 @@ func measurements(cfg config, store, procs, dir string) ([]measurement, error) {
 				}
 				defer drop()
 				// Named, so that its backends can be told apart in pg_stat_activity.
-				return measureServe(cfg, db+"&application_name=melonsync-bench-push", n)
+				c := cfg
+				c.activity = func(ctx context.Context) activity { return sampleActivity(ctx, cfg.dsn, benchApp) }
+				return measureServe(c, db+"&application_name="+benchApp, n)
 			}})
 		}
 		return ms, nil
@@ -272,6 +283,17 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 	)
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(cfg.dur)
+	actDone := make(chan activity, 1)
+	go func() {
+		if cfg.activity == nil {
+			actDone <- activity{}
+			return
+		}
+		time.Sleep(time.Until(warm))
+		ctx, cancel := context.WithDeadline(context.Background(), end)
+		defer cancel()
+		actDone <- cfg.activity(ctx)
+	}()
 	cpuDone := make(chan cpuSample, 1)
 	go func() {
 		if cfg.cpu == nil {
@@ -313,7 +335,7 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 		}(c)
 	}
 	wg.Wait()
-	return result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load(), cpu: <-cpuDone}
+	return result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load(), cpu: <-cpuDone, activity: <-actDone}
 }
 
 // measureServe starts procs serve processes on db and drives pushes through them,
@@ -387,7 +409,7 @@ func measureServe(cfg config, db string, procs int) (result, *result, error) {
 			defer pullWG.Done()
 			pc := cfg
 			pc.clients = cfg.pullers
-			pc.cpu = nil // the push line shows the window's CPU
+			pc.cpu, pc.activity = nil, nil // the push line shows the window's CPU and backends
 			since := make([]int64, cfg.pullers)
 			r := drive(pc, func(c int, rng *rand.Rand) error {
 				u := c % cfg.users
