@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -92,7 +91,7 @@ func BenchmarkTurboFirstSync(b *testing.B) {
 			path := filepath.Join(b.TempDir(), fmt.Sprintf("r%d.db", i))
 			b.StartTimer()
 			c0 := cpuTime()
-			if err := benchRawInsert(path, n); err != nil {
+			if err := bulkinsert.IntoFile(path, n); err != nil {
 				b.Fatal(err)
 			}
 			cpu += cpuTime() - c0
@@ -109,14 +108,4 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// benchRawInsert is bench/firstsync's bulk-insert baseline (internal/bulkinsert).
-func benchRawInsert(path string, n int) error {
-	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return bulkinsert.Run(db, n)
 }

@@ -26,7 +26,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -362,7 +361,7 @@ func run(dir string, n, small, large, repeat int, skipJS, loki bool) error {
 		tdb.Close()
 		turbos = append(turbos, turbo)
 
-		raw, err := measure.Run(func() error { return rawInsert(filepath.Join(dir, "raw"+suffix+".db"), n) })
+		raw, err := measure.Run(func() error { return bulkinsert.IntoFile(filepath.Join(dir, "raw"+suffix+".db"), n) })
 		if err != nil {
 			return fmt.Errorf("raw insert: %w", err)
 		}
@@ -625,14 +624,4 @@ func jsFirstSync(srv *benchServer, file string) (*jsResult, error) {
 		return nil, fmt.Errorf("firstsync.mjs synced no record: %s", out)
 	}
 	return &res, nil
-}
-
-// rawInsert is the bulk-insert baseline (internal/bulkinsert) into a fresh file at path.
-func rawInsert(path string, n int) error {
-	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return bulkinsert.Run(db, n)
 }

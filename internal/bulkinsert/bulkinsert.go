@@ -8,6 +8,8 @@ package bulkinsert
 import (
 	"database/sql"
 	"fmt"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // tables is the todo example's schema in WatermelonDB's layout, with its indexes.
@@ -69,4 +71,15 @@ func Run(db *sql.DB, n int) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// IntoFile runs Run on a new SQLite file at path, opened as the client opens its
+// files (modernc.org/sqlite, WAL, synchronous FULL).
+func IntoFile(path string, n int) error {
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return Run(db, n)
 }
