@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/melonsync/melonsync/server"
 )
 
 // Metrics are the server's Prometheus metrics, registered on a registry of the
@@ -47,24 +49,21 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	return m
 }
 
-// GroupCounts are what a store's group commit did (postgres.GroupStats).
-type GroupCounts struct{ Groups, Grouped, Alone, Single int64 }
-
 // WatchGroups publishes a store's group-commit counters, read from stats at each scrape.
-func (m *Metrics) WatchGroups(stats func() GroupCounts) {
-	counter := func(name, help string, f func(GroupCounts) int64) prometheus.Collector {
+func (m *Metrics) WatchGroups(stats func() server.GroupStats) {
+	counter := func(name, help string, f func(server.GroupStats) int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 			func() float64 { return float64(f(stats())) })
 	}
 	m.registry.MustRegister(
 		counter("melonsync_group_commits_total", "Group transactions run, each for two pushes or more.",
-			func(c GroupCounts) int64 { return c.Groups }),
+			func(c server.GroupStats) int64 { return c.Groups }),
 		counter("melonsync_group_commit_pushes_total", "Pushes committed in a group transaction.",
-			func(c GroupCounts) int64 { return c.Grouped }),
+			func(c server.GroupStats) int64 { return c.Grouped }),
 		counter("melonsync_group_commit_sent_alone_total", "Pushes a group sent to run alone (an overlap with another member, a race, a lock wait).",
-			func(c GroupCounts) int64 { return c.Alone }),
+			func(c server.GroupStats) int64 { return c.Alone }),
 		counter("melonsync_group_commit_single_total", "Pushes that found no other one waiting and ran as a plain transaction.",
-			func(c GroupCounts) int64 { return c.Single }),
+			func(c server.GroupStats) int64 { return c.Single }),
 	)
 }
 

@@ -63,25 +63,12 @@ type grouper struct {
 	groups, grouped, sent, single atomic.Int64 // GroupStats
 }
 
-// GroupStats counts what group commit did since the store opened.
-type GroupStats struct {
-	// Groups is the number of group transactions run (two members or more).
-	Groups int64
-	// Grouped is the number of pushes committed in one of them.
-	Grouped int64
-	// Alone is the number of pushes a group sent to run alone.
-	Alone int64
-	// Single is the number of pushes that found no other one queued and ran as a
-	// plain write.
-	Single int64
-}
-
 // GroupStats says what group commit did (zero when it is off).
-func (s *Store) GroupStats() GroupStats {
+func (s *Store) GroupStats() server.GroupStats {
 	if s.groups == nil {
-		return GroupStats{}
+		return server.GroupStats{}
 	}
-	return GroupStats{Groups: s.groups.groups.Load(), Grouped: s.groups.grouped.Load(), Alone: s.groups.sent.Load(),
+	return server.GroupStats{Groups: s.groups.groups.Load(), Grouped: s.groups.grouped.Load(), Alone: s.groups.sent.Load(),
 		Single: s.groups.single.Load()}
 }
 

@@ -43,11 +43,7 @@ func (t *groupTx) Clock() (int64, error) {
 }
 
 func (t *groupTx) Lookup(tb *schema.Table, ids []string) (map[string]server.Meta, error) {
-	out, err := t.LookupTables([]*schema.Table{tb}, [][]string{ids})
-	if err != nil {
-		return nil, err
-	}
-	return out[0], nil
+	return lookupOne(t, tb, ids)
 }
 
 func (t *groupTx) LookupTables(tables []*schema.Table, ids [][]string) ([]map[string]server.Meta, error) {

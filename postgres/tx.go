@@ -312,7 +312,12 @@ type writeTx struct {
 // them (FOR UPDATE, in id order: live rows, then tombstones) until the transaction
 // ends, so that nothing changes them between the push's checks and its writes.
 func (w *writeTx) Lookup(t *schema.Table, ids []string) (map[string]server.Meta, error) {
-	out, err := w.LookupTables([]*schema.Table{t}, [][]string{ids})
+	return lookupOne(w, t, ids)
+}
+
+// lookupOne is Lookup through LookupTables.
+func lookupOne(tx server.TablesWriteTx, t *schema.Table, ids []string) (map[string]server.Meta, error) {
+	out, err := tx.LookupTables([]*schema.Table{t}, [][]string{ids})
 	if err != nil {
 		return nil, err
 	}
@@ -531,11 +536,10 @@ func (w *writeTx) apply(t *schema.Table, ops []server.Op) error {
 func (w *writeTx) applyTables(tables []*schema.Table, ops [][]server.Op, commit bool) error {
 	b := &pgx.Batch{}
 	for i, t := range tables {
-		for _, op := range ops[i] {
-			if w.noNotes {
-				break
+		if !w.noNotes {
+			for _, op := range ops[i] {
+				w.noteOp(t, op)
 			}
-			w.noteOp(t, op)
 		}
 		for start := 0; start < len(ops[i]); {
 			end := start + 1

@@ -142,6 +142,21 @@ type CommitWriteTx interface {
 // it makes of its WriteTx (so, like Write's, it must start afresh each time).
 type GroupWriter interface {
 	WriteGrouped(ctx context.Context, fn func(WriteTx) error) error
+	// GroupStats says what group commit did since the store opened.
+	GroupStats() GroupStats
+}
+
+// GroupStats counts what a GroupWriter's group commit did.
+type GroupStats struct {
+	// Groups is the number of group transactions run (two members or more).
+	Groups int64
+	// Grouped is the number of pushes committed in one of them.
+	Grouped int64
+	// Alone is the number of pushes a group sent to run alone.
+	Alone int64
+	// Single is the number of pushes that found no other one queued and ran as a
+	// plain write.
+	Single int64
 }
 
 // Filter selects rows for Scan. Its scope is, in this order: every row (Any), the

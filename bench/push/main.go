@@ -283,28 +283,8 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 	)
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(cfg.dur)
-	actDone := make(chan activity, 1)
-	go func() {
-		if cfg.activity == nil {
-			actDone <- activity{}
-			return
-		}
-		time.Sleep(time.Until(warm))
-		ctx, cancel := context.WithDeadline(context.Background(), end)
-		defer cancel()
-		actDone <- cfg.activity(ctx)
-	}()
-	cpuDone := make(chan cpuSample, 1)
-	go func() {
-		if cfg.cpu == nil {
-			cpuDone <- cpuSample{}
-			return
-		}
-		time.Sleep(time.Until(warm))
-		before := cfg.cpu()
-		time.Sleep(time.Until(end))
-		cpuDone <- cfg.cpu().sub(before)
-	}()
+	seen := make(chan observed, 1)
+	go func() { seen <- observe(cfg, warm, end) }()
 	for c := 0; c < cfg.clients; c++ {
 		wg.Add(1)
 		go func(c int) {
@@ -335,7 +315,37 @@ func drive(cfg config, op func(client int, rng *rand.Rand) error) result {
 		}(c)
 	}
 	wg.Wait()
-	return result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load(), cpu: <-cpuDone, activity: <-actDone}
+	r := result{n: n.Load(), d: cfg.dur, lat: lat, failures: fails.Load()}
+	o := <-seen
+	r.cpu, r.activity = o.cpu, o.activity
+	return r
+}
+
+// observed is what observe saw of the measured window.
+type observed struct {
+	cpu      cpuSample
+	activity activity
+}
+
+// observe reads the CPU used and samples the database's backends from warm to end,
+// as cfg says (either may be nil).
+func observe(cfg config, warm, end time.Time) observed {
+	var r observed
+	time.Sleep(time.Until(warm))
+	var before cpuSample
+	if cfg.cpu != nil {
+		before = cfg.cpu()
+	}
+	if cfg.activity != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), end)
+		r.activity = cfg.activity(ctx)
+		cancel()
+	}
+	time.Sleep(time.Until(end))
+	if cfg.cpu != nil {
+		r.cpu = cfg.cpu().sub(before)
+	}
+	return r
 }
 
 // measureServe starts procs serve processes on db and drives pushes through them,

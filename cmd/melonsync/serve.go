@@ -15,7 +15,6 @@ import (
 
 	"github.com/melonsync/melonsync/admin"
 	mhttp "github.com/melonsync/melonsync/http"
-	"github.com/melonsync/melonsync/postgres"
 	"github.com/melonsync/melonsync/schema"
 	"github.com/melonsync/melonsync/server"
 )
@@ -241,11 +240,8 @@ func (m *ServeMain) Run(ctx context.Context) error {
 	if m.MetricsAddr != "" {
 		opts.Metrics = mhttp.NewMetrics(nil)
 		mux := http.NewServeMux()
-		if pg, ok := m.store.(*postgres.Store); ok {
-			opts.Metrics.WatchGroups(func() mhttp.GroupCounts {
-				st := pg.GroupStats()
-				return mhttp.GroupCounts{Groups: st.Groups, Grouped: st.Grouped, Alone: st.Alone, Single: st.Single}
-			})
+		if gw, ok := m.store.(server.GroupWriter); ok {
+			opts.Metrics.WatchGroups(gw.GroupStats)
 		}
 		mux.Handle("/metrics", opts.Metrics.Handler())
 		if m.Pprof {
